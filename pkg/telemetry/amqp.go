@@ -1,0 +1,81 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"strconv"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+)
+
+// AMQPCarrier lets a propagator read and write W3C trace headers
+// (traceparent, tracestate, baggage) in the headers of an AMQP message.
+// Headers come from the network, so Get accepts only strings and byte
+// slices and treats any other type as absent instead of panicking.
+type AMQPCarrier amqp.Table
+
+var _ propagation.TextMapCarrier = AMQPCarrier(nil)
+
+// Get returns the header as a string, or "" if it is missing or not text.
+func (c AMQPCarrier) Get(key string) string {
+	switch v := c[key].(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	default:
+		return ""
+	}
+}
+
+// Set stores the header. It does nothing on a nil carrier: use InjectAMQP,
+// which allocates the table when needed.
+func (c AMQPCarrier) Set(key, value string) {
+	if c != nil {
+		c[key] = value
+	}
+}
+
+// Keys lists the header names.
+func (c AMQPCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// InjectAMQP writes the trace context and baggage of ctx into headers and
+// returns them (a new table when headers is nil).
+func InjectAMQP(ctx context.Context, prop propagation.TextMapPropagator, headers amqp.Table) amqp.Table {
+	if headers == nil {
+		headers = amqp.Table{}
+	}
+	prop.Inject(ctx, AMQPCarrier(headers))
+	return headers
+}
+
+// ExtractAMQP returns ctx with the remote span context and baggage found in
+// headers; missing or malformed headers leave ctx as it was.
+func ExtractAMQP(ctx context.Context, prop propagation.TextMapPropagator, headers amqp.Table) context.Context {
+	return prop.Extract(ctx, AMQPCarrier(headers))
+}
+
+// AMQPPeerAttributes names the broker of amqpURL for messaging spans
+// (server.address, server.port), leaving its credentials out.
+func AMQPPeerAttributes(amqpURL string) []attribute.KeyValue {
+	u, err := url.Parse(amqpURL)
+	if err != nil {
+		return nil
+	}
+	host, portText, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return []attribute.KeyValue{semconv.ServerAddress(u.Hostname())}
+	}
+	port, _ := strconv.Atoi(portText)
+	return []attribute.KeyValue{semconv.ServerAddress(host), semconv.ServerPort(port)}
+}

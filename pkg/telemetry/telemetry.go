@@ -1,0 +1,173 @@
+// Package telemetry is the one place that builds the OpenTelemetry SDK for the
+// suite's services: resource, tracer, meter and logger providers, propagators,
+// the slog handler, and the helpers for HTTP and AMQP.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/contrib/instrumentation/runtime"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/log/global"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	otellog "go.opentelemetry.io/otel/log"
+)
+
+// Options names the service and says where its JSON log lines go. Everything
+// else (endpoint, protocol, sampler, batching, which signals are on) comes from
+// the standard OTEL_* environment variables, read by the SDK itself.
+type Options struct {
+	ServiceName    string // default for service.name; OTEL_SERVICE_NAME wins
+	ServiceVersion string
+	Environment    string // deployment.environment.name; OTEL_RESOURCE_ATTRIBUTES wins
+	LogLevel       slog.Leveler
+	LogOutput      io.Writer // JSON lines; os.Stdout when nil
+}
+
+// Telemetry is what a service receives: the providers to hand to its
+// instrumentation, the propagator, and a logger that writes to stdout and OTLP.
+type Telemetry struct {
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	LoggerProvider otellog.LoggerProvider
+	Propagator     propagation.TextMapPropagator
+	Logger         *slog.Logger
+}
+
+// Tracer returns a tracer named after the instrumenting package.
+func (t *Telemetry) Tracer(name string) trace.Tracer { return t.TracerProvider.Tracer(name) }
+
+// Setup builds the SDK, installs it as the global default (so libraries that
+// only know the globals, such as the SDK's own observability metrics, use it),
+// and returns a shutdown that flushes every signal and joins every error.
+// Call shutdown last, with a deadline: it returns when the context ends.
+func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(context.Context) error, err error) {
+	var shutdowns []func(context.Context) error
+	shutdown = func(ctx context.Context) error {
+		var errs error
+		// Stop in reverse order of creation: traces first, metrics last, so the
+		// metrics about dropped spans are exported after the spans are flushed.
+		for i := len(shutdowns) - 1; i >= 0; i-- {
+			errs = errors.Join(errs, shutdowns[i](ctx))
+		}
+		shutdowns = nil
+		return errs
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, shutdown(ctx))
+		}
+	}()
+
+	// The SDK counts queued, exported and dropped spans only when this
+	// experimental switch is on; the suite wants those numbers by default.
+	if _, set := os.LookupEnv("OTEL_GO_X_OBSERVABILITY"); !set {
+		_ = os.Setenv("OTEL_GO_X_OBSERVABILITY", "true")
+	}
+
+	res, err := newResource(ctx, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
+	// Metrics come first: the tracer provider's observability instruments are
+	// created from the global meter provider.
+	reader, err := autoexport.NewMetricReader(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metric exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
+	shutdowns = append(shutdowns, mp.Shutdown)
+	otel.SetMeterProvider(mp)
+
+	// The batch processor's limits and the sampler follow OTEL_BSP_* and
+	// OTEL_TRACES_SAMPLER(_ARG); the SDK defaults (parent-based always-on,
+	// queue 2048, batches of 512 every 5 s) are the production settings.
+	spanExp, err := autoexport.NewSpanExporter(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("span exporter: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp))
+	shutdowns = append(shutdowns, tp.Shutdown)
+
+	logExp, err := autoexport.NewLogExporter(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log exporter: %w", err)
+	}
+	lp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(sdklog.NewBatchProcessor(logExp)))
+	shutdowns = append(shutdowns, lp.Shutdown)
+
+	if err := runtime.Start(runtime.WithMeterProvider(mp)); err != nil {
+		return nil, nil, fmt.Errorf("runtime metrics: %w", err)
+	}
+
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(prop)
+	global.SetLoggerProvider(lp)
+
+	out := opts.LogOutput
+	if out == nil {
+		out = os.Stdout
+	}
+	tel = &Telemetry{
+		TracerProvider: tp,
+		MeterProvider:  mp,
+		LoggerProvider: lp,
+		Propagator:     prop,
+		Logger:         slog.New(NewLogHandler(out, lp, serviceName(res), opts.LogLevel)),
+	}
+	return tel, shutdown, nil
+}
+
+// newResource describes the process. The defaults come first so that
+// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, read by WithFromEnv, win.
+func newResource(ctx context.Context, opts Options) (*resource.Resource, error) {
+	env := opts.Environment
+	if env == "" {
+		env = "local"
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(
+			semconv.ServiceName(opts.ServiceName),
+			semconv.ServiceVersion(opts.ServiceVersion),
+			semconv.DeploymentEnvironmentNameKey.String(env),
+			semconv.ServiceInstanceID(uuid.NewString()),
+		),
+		resource.WithFromEnv(),
+		resource.WithTelemetrySDK(),
+		resource.WithHost(),
+		resource.WithProcessRuntimeName(),
+		resource.WithProcessRuntimeVersion(),
+		resource.WithSchemaURL(semconv.SchemaURL),
+	)
+	if errors.Is(err, resource.ErrPartialResource) || errors.Is(err, resource.ErrSchemaURLConflict) {
+		err = nil // a detector that cannot read the host is not worth failing for
+	}
+	if err != nil {
+		return nil, fmt.Errorf("resource: %w", err)
+	}
+	return res, nil
+}
+
+func serviceName(res *resource.Resource) string {
+	if v, ok := res.Set().Value(semconv.ServiceNameKey); ok {
+		return v.AsString()
+	}
+	return "unknown_service"
+}

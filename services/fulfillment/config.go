@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"github.com/sethvargo/go-envconfig"
+)
+
+// Config is everything fulfillment reads from its environment, once, at
+// start. OTEL_* variables are read by the OpenTelemetry SDK itself.
+type Config struct {
+	HTTPAddr    string     `env:"HTTP_ADDR, default=:8082"`
+	DatabaseURL string     `env:"DATABASE_URL, default=postgres://postgres:postgres@localhost:5432/orders?sslmode=disable"`
+	RedisURL    string     `env:"REDIS_URL, default=redis://localhost:6379/0"`
+	AMQPURL     string     `env:"AMQP_URL, default=amqp://guest:guest@localhost:5672/"`
+	LogLevel    slog.Level `env:"LOG_LEVEL, default=info"`
+
+	// Prefetch is how many unacknowledged messages the broker hands over at
+	// once; Workers is how many are processed at the same time.
+	Prefetch int `env:"FULFILLMENT_PREFETCH, default=16"`
+	Workers  int `env:"FULFILLMENT_WORKERS, default=4"`
+	// A message is tried MaxAttempts times, waiting RetryBackoff, then twice
+	// as long, between tries, then dead-lettered.
+	MaxAttempts  int           `env:"FULFILLMENT_MAX_ATTEMPTS, default=3"`
+	RetryBackoff time.Duration `env:"FULFILLMENT_RETRY_BACKOFF, default=200ms"`
+
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT, default=10s"`
+}
+
+// loadConfig reads and validates the configuration; every error names the
+// variable at fault.
+func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
+	var cfg Config
+	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &cfg, Lookuper: env}); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	var errs []error
+	for name, raw := range map[string]string{"DATABASE_URL": cfg.DatabaseURL, "REDIS_URL": cfg.RedisURL, "AMQP_URL": cfg.AMQPURL} {
+		if u, err := url.Parse(raw); err != nil || u.Scheme == "" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%s: must be a URL with a scheme and a host", name))
+		}
+	}
+	if cfg.Prefetch < 1 || cfg.Prefetch > 1000 {
+		errs = append(errs, errors.New("FULFILLMENT_PREFETCH: must be between 1 and 1000"))
+	}
+	if cfg.Workers < 1 || cfg.Workers > cfg.Prefetch {
+		errs = append(errs, errors.New("FULFILLMENT_WORKERS: must be between 1 and FULFILLMENT_PREFETCH"))
+	}
+	if cfg.MaxAttempts < 1 || cfg.MaxAttempts > 10 {
+		errs = append(errs, errors.New("FULFILLMENT_MAX_ATTEMPTS: must be between 1 and 10"))
+	}
+	if cfg.RetryBackoff < 0 {
+		errs = append(errs, errors.New("FULFILLMENT_RETRY_BACKOFF: must not be negative"))
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// LogValue masks the passwords in the connection URLs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("database_url", telemetry.RedactURL(c.DatabaseURL)),
+		slog.String("redis_url", telemetry.RedactURL(c.RedisURL)),
+		slog.String("amqp_url", telemetry.RedactURL(c.AMQPURL)),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Int("prefetch", c.Prefetch),
+		slog.Int("workers", c.Workers),
+		slog.Int("max_attempts", c.MaxAttempts),
+		slog.String("retry_backoff", c.RetryBackoff.String()),
+	)
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Why a message could not be applied. A permanent error is dead-lettered at
+// once; any other is retried.
+var (
+	errPermanent     = errors.New("message can never be applied")
+	errOrderNotFound = errors.New("order not found")
+)
+
+// Fulfiller applies order.created messages: it takes the stock and marks the
+// order fulfilled (or failed, when the stock ran out since the order was
+// placed), in one transaction that also records the message as processed.
+type Fulfiller struct {
+	pool   *pgxpool.Pool
+	rdb    *redis.Client
+	tracer trace.Tracer
+}
+
+// outcome is what applying a message did.
+type outcome string
+
+const (
+	outcomeFulfilled outcome = "fulfilled"
+	outcomeFailed    outcome = "failed"    // not enough stock left
+	outcomeDuplicate outcome = "duplicate" // this message was applied before
+	outcomeSettled   outcome = "settled"   // the order was already fulfilled or failed
+)
+
+// Apply applies one message body; messageID makes it idempotent.
+func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (outcome, error) {
+	var ev orderevents.OrderCreated
+	if err := json.Unmarshal(body, &ev); err != nil || ev.OrderID == "" || len(ev.Items) == 0 {
+		return "", fmt.Errorf("%w: body is not an order.created event", errPermanent)
+	}
+	if messageID == "" {
+		return "", fmt.Errorf("%w: message has no message_id", errPermanent)
+	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("order.id", ev.OrderID))
+
+	var result outcome
+	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "INSERT INTO processed_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING", messageID)
+		if err != nil {
+			return fmt.Errorf("record message: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			result = outcomeDuplicate
+			return nil
+		}
+		var status string
+		err = tx.QueryRow(ctx, "SELECT status FROM orders WHERE id = $1 FOR UPDATE", ev.OrderID).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Not (yet) committed by orders, or never: retried, then dead-lettered.
+			return errOrderNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock order: %w", err)
+		}
+		if status != "pending" {
+			result = outcomeSettled
+			return nil
+		}
+		result, err = f.reserveStock(ctx, tx, ev.Items)
+		if err != nil {
+			return err
+		}
+		return f.completeOrder(ctx, tx, ev.OrderID, result)
+	})
+	if err != nil {
+		return "", err
+	}
+	if result == outcomeFulfilled {
+		f.forgetStock(ctx, ev.Items)
+	}
+	return result, nil
+}
+
+// reserveStock takes the stock of every line, or none of it: a savepoint
+// undoes the lines already taken when one runs short.
+func (f *Fulfiller) reserveStock(ctx context.Context, tx pgx.Tx, items []orderevents.Item) (result outcome, err error) {
+	ctx, span := f.tracer.Start(ctx, "fulfillment.reserve_stock",
+		trace.WithAttributes(attribute.Int("order.item_count", len(items))))
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return "", fmt.Errorf("savepoint: %w", err)
+	}
+	for _, it := range items {
+		tag, err := sp.Exec(ctx, "UPDATE products SET stock = stock - $2 WHERE sku = $1 AND stock >= $2", it.SKU, it.Quantity)
+		if err != nil {
+			return "", fmt.Errorf("take stock: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			span.SetAttributes(attribute.Bool("fulfillment.out_of_stock", true))
+			return outcomeFailed, sp.Rollback(ctx)
+		}
+	}
+	return outcomeFulfilled, sp.Commit(ctx)
+}
+
+// completeOrder sets the order's final status.
+func (f *Fulfiller) completeOrder(ctx context.Context, tx pgx.Tx, orderID string, result outcome) (err error) {
+	ctx, span := f.tracer.Start(ctx, "fulfillment.complete_order",
+		trace.WithAttributes(attribute.String("order.status", string(result))))
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	if _, err := tx.Exec(ctx, "UPDATE orders SET status = $2, updated_at = now() WHERE id = $1", orderID, string(result)); err != nil {
+		return fmt.Errorf("update order: %w", err)
+	}
+	return nil
+}
+
+// forgetStock drops the cached stock of what was shipped, so orders reads
+// the new level. A failure only leaves a stale entry until its short TTL.
+func (f *Fulfiller) forgetStock(ctx context.Context, items []orderevents.Item) {
+	keys := make([]string, len(items))
+	for i, it := range items {
+		keys[i] = orderevents.CacheKey(f.pool.Config().ConnConfig.Database, "stock", it.SKU)
+	}
+	_ = f.rdb.Del(ctx, keys...).Err()
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"net/http"
+	"regexp"
+
+	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Baggage travels to every service behind the gateway and into the message
+// headers, so what comes from outside is untrusted: only these members pass,
+// each value checked, and the whole is capped.
+var baggageAllowlist = map[string]*regexp.Regexp{
+	tenantKey: tenantPattern,
+}
+
+const (
+	tenantKey       = "tenant.id"
+	maxBaggageBytes = 512
+)
+
+var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// trustedBaggage replaces the inbound baggage with the members the gateway
+// accepts, and turns the X-Tenant-ID header (which wins over any inbound
+// tenant.id) into the tenant.id member. A malformed X-Tenant-ID is refused.
+func trustedBaggage(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant := r.Header.Get("X-Tenant-ID")
+		if tenant != "" && !tenantPattern.MatchString(tenant) {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
+				httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 letters, digits, '.', '_' or '-'"}))
+			return
+		}
+		b := filterBaggage(baggage.FromContext(r.Context()), tenant)
+		ctx := baggage.ContextWithBaggage(r.Context(), b)
+		if t := b.Member(tenantKey).Value(); t != "" {
+			trace.SpanFromContext(ctx).SetAttributes(attribute.String(tenantKey, t))
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// filterBaggage keeps the allowed, well-formed members of in (without their
+// properties), sets tenant when given, and drops everything if the result
+// would exceed maxBaggageBytes.
+func filterBaggage(in baggage.Baggage, tenant string) baggage.Baggage {
+	var members []baggage.Member
+	for _, m := range in.Members() {
+		pattern, allowed := baggageAllowlist[m.Key()]
+		if !allowed || !pattern.MatchString(m.Value()) || (m.Key() == tenantKey && tenant != "") {
+			continue
+		}
+		if clean, err := baggage.NewMemberRaw(m.Key(), m.Value()); err == nil {
+			members = append(members, clean)
+		}
+	}
+	if tenant != "" {
+		if m, err := baggage.NewMemberRaw(tenantKey, tenant); err == nil {
+			members = append(members, m)
+		}
+	}
+	out, err := baggage.New(members...)
+	if err != nil || len(out.String()) > maxBaggageBytes {
+		return baggage.Baggage{}
+	}
+	return out
+}

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/ordertrace/ordertrace/pkg/httpx"
+)
+
+// routes lists every route of the gateway, the suite's public face.
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.tel.HTTPMiddleware(), httpx.Recover, trustedBaggage)
+	r.NotFound(httpx.NotFound)
+	r.MethodNotAllowed(httpx.MethodNotAllowed)
+
+	r.Get("/healthz", httpx.Health)
+	r.Get("/readyz", httpx.Ready(&s.ready, nil))
+	r.Get("/api/products", s.listProducts())
+	r.Post("/api/orders", s.placeOrder())
+	r.Get("/api/orders/{id}", s.getOrder())
+	return r
+}

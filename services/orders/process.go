@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Reasons an order is refused; the handler maps each to an HTTP problem.
+var (
+	ErrUnknownSKU  = errors.New("unknown sku")
+	ErrOutOfStock  = errors.New("not enough stock")
+	ErrUnavailable = errors.New("a dependency is unavailable")
+)
+
+// itemError says which line of the order was refused.
+type itemError struct {
+	Field string // "items[2].sku"
+	Err   error
+}
+
+func (e *itemError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *itemError) Unwrap() error { return e.Err }
+
+const (
+	currency = "EUR"
+	stockTTL = 5 * time.Second // short: fulfillment takes stock all the time
+	priceTTL = 5 * time.Minute
+)
+
+// PlaceOrderRequest is the body of POST /orders.
+type PlaceOrderRequest struct {
+	CustomerID string        `json:"customer_id"`
+	Items      []RequestItem `json:"items"`
+}
+
+// RequestItem is one line of PlaceOrderRequest.
+type RequestItem struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
+// Validate checks the values, naming every field that is wrong.
+func (r PlaceOrderRequest) Validate() error {
+	var fields []httpx.FieldError
+	if r.CustomerID == "" || len(r.CustomerID) > 64 {
+		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: "must be 1 to 64 characters"})
+	}
+	if len(r.Items) == 0 || len(r.Items) > 50 {
+		fields = append(fields, httpx.FieldError{Field: "items", Reason: "must hold 1 to 50 items"})
+	}
+	seen := map[string]bool{}
+	for i, it := range r.Items {
+		switch {
+		case it.SKU == "" || len(it.SKU) > 64:
+			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "must be 1 to 64 characters"})
+		case seen[it.SKU]:
+			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "appears twice; order it once with the total quantity"})
+		}
+		seen[it.SKU] = true
+		if it.Quantity < 1 || it.Quantity > 10_000 {
+			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].quantity", i), Reason: "must be between 1 and 10000"})
+		}
+	}
+	if len(fields) > 0 {
+		return httpx.Invalid(fields...)
+	}
+	return nil
+}
+
+// Service places orders: it checks stock, prices the order, charges the
+// payment, stores the order and publishes it, each step a span of its own.
+type Service struct {
+	store     *Store
+	cache     *Cache
+	payments  PaymentProvider
+	publisher *Publisher
+	tracer    trace.Tracer
+	log       *slog.Logger
+}
+
+// PlaceOrder runs order.process for a validated request.
+func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (order Order, err error) {
+	// The tenant arrives as baggage set by the gateway, and becomes an
+	// attribute here so it can be searched for in the trace.
+	tenant := baggage.FromContext(ctx).Member("tenant.id").Value()
+	order = Order{
+		ID:         uuid.Must(uuid.NewV7()).String(),
+		CustomerID: req.CustomerID,
+		TenantID:   tenant,
+		Status:     "pending",
+		Currency:   currency,
+	}
+	ctx, span := s.tracer.Start(ctx, "order.process", trace.WithAttributes(
+		attribute.String("order.id", order.ID),
+		attribute.String("customer.id", order.CustomerID),
+		attribute.Int("order.item_count", len(req.Items)),
+		attribute.String("tenant.id", tenant),
+	))
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	order.TraceID = span.SpanContext().TraceID().String()
+
+	skus := make([]string, len(req.Items))
+	for i, it := range req.Items {
+		skus[i] = it.SKU
+	}
+	if err := s.validateInventory(ctx, req.Items, skus); err != nil {
+		return order, err
+	}
+	if order.Items, order.TotalCents, err = s.calculatePricing(ctx, req.Items, skus); err != nil {
+		return order, err
+	}
+	span.SetAttributes(attribute.Int64("order.total_cents", order.TotalCents))
+	if err := s.chargePayment(ctx, order); err != nil {
+		return order, err
+	}
+
+	body, err := json.Marshal(orderevents.OrderCreated{
+		OrderID:    order.ID,
+		TenantID:   order.TenantID,
+		Items:      eventItems(order.Items),
+		TotalCents: order.TotalCents,
+		Currency:   order.Currency,
+		CreatedAt:  time.Now().UTC(),
+	})
+	if err != nil {
+		return order, fmt.Errorf("encode order event: %w", err)
+	}
+	err = s.store.CreateOrder(ctx, order, func(ctx context.Context) error {
+		return s.publisher.PublishOrderCreated(ctx, body)
+	})
+	if err != nil {
+		return order, fmt.Errorf("%w: store and publish order: %w", ErrUnavailable, err)
+	}
+	s.log.InfoContext(ctx, "order placed", "order_id", order.ID, "total_cents", order.TotalCents, "items", len(order.Items))
+	return order, nil
+}
+
+// validateInventory checks that every SKU exists and has the stock asked for.
+func (s *Service) validateInventory(ctx context.Context, items []RequestItem, skus []string) (err error) {
+	ctx, span := s.tracer.Start(ctx, "order.validate_inventory")
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	stock, err := s.cachedLookup(ctx, span, "stock", skus, s.store.Stock, stockTTL)
+	if err != nil {
+		return err
+	}
+	for i, it := range items {
+		available, known := stock[it.SKU]
+		switch {
+		case !known:
+			return &itemError{Field: fmt.Sprintf("items[%d].sku", i), Err: ErrUnknownSKU}
+		case int64(it.Quantity) > available:
+			return &itemError{Field: fmt.Sprintf("items[%d].quantity", i), Err: ErrOutOfStock}
+		}
+	}
+	return nil
+}
+
+// calculatePricing prices each line at the current price and sums the order.
+func (s *Service) calculatePricing(ctx context.Context, items []RequestItem, skus []string) (lines []OrderItem, total int64, err error) {
+	ctx, span := s.tracer.Start(ctx, "order.calculate_pricing")
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	prices, err := s.cachedLookup(ctx, span, "price", skus, s.store.Prices, priceTTL)
+	if err != nil {
+		return nil, 0, err
+	}
+	lines = make([]OrderItem, len(items))
+	for i, it := range items {
+		price, known := prices[it.SKU]
+		if !known {
+			return nil, 0, &itemError{Field: fmt.Sprintf("items[%d].sku", i), Err: ErrUnknownSKU}
+		}
+		lines[i] = OrderItem{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: price}
+		total += price * int64(it.Quantity)
+	}
+	span.SetAttributes(attribute.Int64("order.total_cents", total))
+	return lines, total, nil
+}
+
+// chargePayment calls the payment provider: a remote call, so a CLIENT span.
+func (s *Service) chargePayment(ctx context.Context, order Order) (err error) {
+	ctx, span := s.tracer.Start(ctx, "order.charge_payment",
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			attribute.String("payment.provider", "simulated"),
+			attribute.Int64("payment.amount_cents", order.TotalCents),
+			attribute.String("payment.currency", order.Currency),
+		))
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.payments.Charge(ctx, order.ID, order.TotalCents, order.Currency); err != nil {
+		return fmt.Errorf("charge order: %w", err)
+	}
+	return nil
+}
+
+// cachedLookup reads values from the cache and loads the misses from the
+// database, then caches them. The span shows how many were hits and misses.
+func (s *Service) cachedLookup(ctx context.Context, span trace.Span, kind string, skus []string,
+	load func(context.Context, []string) (map[string]int64, error), ttl time.Duration,
+) (map[string]int64, error) {
+	values, misses := s.cache.get(ctx, kind, skus)
+	span.SetAttributes(attribute.Int("cache.hits", len(values)), attribute.Int("cache.misses", len(misses)))
+	if len(misses) == 0 {
+		return values, nil
+	}
+	loaded, err := load(ctx, misses)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s.cache.set(ctx, kind, loaded, ttl)
+	for sku, v := range loaded {
+		values[sku] = v
+	}
+	return values, nil
+}
+
+func eventItems(items []OrderItem) []orderevents.Item {
+	out := make([]orderevents.Item, len(items))
+	for i, it := range items {
+		out[i] = orderevents.Item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents}
+	}
+	return out
+}
+
+// recordError records err on span. A refused order (unknown SKU, no stock)
+// is the client's doing: it is recorded as an event but leaves the status
+// alone, so error rates count only real failures.
+func recordError(span trace.Span, err error) {
+	if err == nil {
+		return
+	}
+	span.RecordError(err)
+	if slices.ContainsFunc([]error{ErrUnknownSKU, ErrOutOfStock}, func(e error) bool { return errors.Is(err, e) }) {
+		return
+	}
+	span.SetStatus(codes.Error, err.Error())
+}

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/ordertrace/ordertrace/pkg/httpx"
+)
+
+// routes lists every route of the orders service.
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.tel.HTTPMiddleware(), httpx.Recover)
+	r.NotFound(httpx.NotFound)
+	r.MethodNotAllowed(httpx.MethodNotAllowed)
+
+	r.Get("/healthz", httpx.Health)
+	r.Get("/readyz", s.readyz())
+	r.Get("/products", s.listProducts())
+	r.Post("/orders", s.placeOrder())
+	r.Get("/orders/{id}", s.getOrder())
+	return r
+}

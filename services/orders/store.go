@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Product is one entry of the catalogue.
+type Product struct {
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Stock      int    `json:"stock"`
+}
+
+// Order is an order as stored, with its lines.
+type Order struct {
+	ID         string      `json:"order_id"`
+	CustomerID string      `json:"customer_id"`
+	TenantID   string      `json:"tenant_id,omitempty"`
+	Status     string      `json:"status"`
+	TotalCents int64       `json:"total_cents"`
+	Currency   string      `json:"currency"`
+	TraceID    string      `json:"trace_id"`
+	Items      []OrderItem `json:"items"`
+	CreatedAt  time.Time   `json:"created_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+}
+
+// OrderItem is one line of an order, priced when it was placed.
+type OrderItem struct {
+	SKU            string `json:"sku"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+}
+
+// Store is the orders service's PostgreSQL access.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// openStore connects with a pool traced by otelpgx. SQL text is recorded on
+// the CLIENT spans, query parameters never are: they may hold customer data.
+func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.ConnConfig.Tracer = otelpgx.NewTracer(
+		otelpgx.WithTracerProvider(tel.TracerProvider),
+		otelpgx.WithMeterProvider(tel.MeterProvider),
+		otelpgx.WithTrimSQLInSpanName(),
+	)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	if err := otelpgx.RecordStats(pool, otelpgx.WithStatsMeterProvider(tel.MeterProvider)); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres pool metrics: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Database names the PostgreSQL database, which also namespaces the cache.
+func (s *Store) Database() string { return s.pool.Config().ConnConfig.Database }
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Migrate applies the embedded migrations that have not run yet, in name
+// order, each in its own transaction. An advisory lock keeps two replicas
+// starting together from applying the same migration twice.
+func (s *Store) Migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Release()
+	const lockID = 7_305_117 // any constant shared by every replica
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", lockID); err != nil {
+		return fmt.Errorf("migrate: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockID) //nolint:errcheck // the session ends anyway
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, name := range names {
+		sql, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, "INSERT INTO schema_migrations (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
+			if err != nil || tag.RowsAffected() == 0 {
+				return err // already applied
+			}
+			_, err = tx.Exec(ctx, string(sql))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Products lists the catalogue.
+func (s *Store) Products(ctx context.Context) ([]Product, error) {
+	rows, _ := s.pool.Query(ctx, "SELECT sku, name, price_cents, stock FROM products ORDER BY sku")
+	products, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Product])
+	if err != nil {
+		return nil, fmt.Errorf("list products: %w", err)
+	}
+	return products, nil
+}
+
+// Stock returns the stock of each known SKU among skus.
+func (s *Store) Stock(ctx context.Context, skus []string) (map[string]int64, error) {
+	return s.column(ctx, "SELECT sku, stock::bigint FROM products WHERE sku = ANY($1)", skus)
+}
+
+// Prices returns the price in cents of each known SKU among skus.
+func (s *Store) Prices(ctx context.Context, skus []string) (map[string]int64, error) {
+	return s.column(ctx, "SELECT sku, price_cents FROM products WHERE sku = ANY($1)", skus)
+}
+
+func (s *Store) column(ctx context.Context, query string, skus []string) (map[string]int64, error) {
+	rows, err := s.pool.Query(ctx, query, skus)
+	if err != nil {
+		return nil, fmt.Errorf("read products: %w", err)
+	}
+	values := make(map[string]int64, len(skus))
+	var (
+		sku string
+		v   int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&sku, &v}, func() error {
+		values[sku] = v
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read products: %w", err)
+	}
+	return values, nil
+}
+
+// CreateOrder writes the order and its lines in one transaction and calls
+// publish before committing: if the broker does not confirm the message, the
+// order is rolled back and the client is told to retry. (A transactional
+// outbox removes the remaining gap, a commit failing after the confirm.)
+func (s *Store) CreateOrder(ctx context.Context, o Order, publish func(context.Context) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, tenant_id, status, total_cents, currency, trace_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, o.ID, o.CustomerID, o.TenantID, o.Status, o.TotalCents, o.Currency, o.TraceID)
+		if err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		rows := make([][]any, len(o.Items))
+		for i, it := range o.Items {
+			rows[i] = []any{o.ID, it.SKU, it.Quantity, it.UnitPriceCents}
+		}
+		_, err = tx.CopyFrom(ctx, pgx.Identifier{"order_items"},
+			[]string{"order_id", "sku", "quantity", "unit_price_cents"}, pgx.CopyFromRows(rows))
+		if err != nil {
+			return fmt.Errorf("insert order items: %w", err)
+		}
+		return publish(ctx)
+	})
+}
+
+// ErrOrderNotFound is returned for an order ID that is not stored.
+var ErrOrderNotFound = errors.New("order not found")
+
+// GetOrder reads one order with its lines.
+func (s *Store) GetOrder(ctx context.Context, id string) (Order, error) {
+	var o Order
+	err := s.pool.QueryRow(ctx, `SELECT id::text, customer_id, tenant_id, status, total_cents, currency, trace_id, created_at, updated_at
+		FROM orders WHERE id = $1`, id).
+		Scan(&o.ID, &o.CustomerID, &o.TenantID, &o.Status, &o.TotalCents, &o.Currency, &o.TraceID, &o.CreatedAt, &o.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return o, ErrOrderNotFound
+	}
+	if err != nil {
+		return o, fmt.Errorf("read order: %w", err)
+	}
+	rows, _ := s.pool.Query(ctx, "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY sku", id)
+	o.Items, err = pgx.CollectRows(rows, pgx.RowToStructByPos[OrderItem])
+	if err != nil {
+		return o, fmt.Errorf("read order items: %w", err)
+	}
+	return o, nil
+}
