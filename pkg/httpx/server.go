@@ -39,7 +39,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, ready *atomic.B
 	case <-ctx.Done():
 	}
 	ready.Store(false)
-	log.InfoContext(ctx, "shutting down http server", "timeout", shutdownTimeout)
+	log.InfoContext(ctx, "shutting down http server", "timeout", shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -25,9 +26,7 @@ func (t *Telemetry) HTTPMiddleware() func(http.Handler) http.Handler {
 		otelhttp.WithMeterProvider(t.MeterProvider),
 		otelhttp.WithPropagators(t.Propagator),
 		otelhttp.WithFilter(func(r *http.Request) bool { return !isHealthCheck(r) }),
-		// Until routing is done the route is unknown, and the method alone is
-		// the low-cardinality name the HTTP conventions ask for.
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
+		otelhttp.WithSpanNameFormatter(serverSpanName),
 	)
 	return func(next http.Handler) http.Handler {
 		inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -51,6 +50,19 @@ func (t *Telemetry) HTTPMiddleware() func(http.Handler) http.Handler {
 	}
 }
 
+// serverSpanName is "METHOD /route/{template}" once the router has matched
+// the request, and the method alone before that (or for a 404): both are the
+// low-cardinality names the HTTP conventions ask for.
+func serverSpanName(_ string, r *http.Request) string {
+	if r.Pattern == "" {
+		return r.Method
+	}
+	if _, route, ok := strings.Cut(r.Pattern, " "); ok { // net/http patterns may start with a method
+		return r.Method + " " + route
+	}
+	return r.Method + " " + r.Pattern
+}
+
 // HTTPTransport wraps base so each outgoing request gets a CLIENT span and
 // carries traceparent, tracestate and baggage.
 func (t *Telemetry) HTTPTransport(base http.RoundTripper) http.RoundTripper {
@@ -58,5 +70,7 @@ func (t *Telemetry) HTTPTransport(base http.RoundTripper) http.RoundTripper {
 		otelhttp.WithTracerProvider(t.TracerProvider),
 		otelhttp.WithMeterProvider(t.MeterProvider),
 		otelhttp.WithPropagators(t.Propagator),
+		// CLIENT spans are named by the method alone: the URL has IDs in it.
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
 	)
 }

@@ -146,12 +146,13 @@ func (c *Consumer) handle(d amqp.Delivery) {
 	defer cancel()
 
 	var (
+		orderID string
 		result  outcome
 		err     error
 		attempt int
 	)
 	for attempt = 1; attempt <= c.maxAttempts; attempt++ {
-		result, err = c.fulfiller.Apply(ctx, d.MessageId, d.Body)
+		orderID, result, err = c.fulfiller.Apply(ctx, d.MessageId, d.Body)
 		if err == nil || errors.Is(err, errPermanent) || attempt == c.maxAttempts {
 			break
 		}
@@ -161,7 +162,7 @@ func (c *Consumer) handle(d amqp.Delivery) {
 			attribute.String("error.message", err.Error()),
 			attribute.String("fulfillment.retry_in", pause.String()),
 		))
-		c.log.WarnContext(ctx, "fulfilment failed, retrying", "attempt", attempt, "retry_in", pause, "error", err)
+		c.log.WarnContext(ctx, "fulfilment failed, retrying", "order_id", orderID, "attempt", attempt, "retry_in", pause, "error", err)
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
@@ -175,12 +176,12 @@ func (c *Consumer) handle(d amqp.Delivery) {
 		if ackErr := d.Ack(false); ackErr != nil {
 			recordError(span, fmt.Errorf("ack: %w", ackErr))
 		}
-		c.log.InfoContext(ctx, "order fulfilment applied", "outcome", result, "attempts", attempt)
+		c.log.InfoContext(ctx, "order fulfilment applied", "order_id", orderID, "outcome", result, "attempts", attempt)
 		return
 	}
 	recordError(span, err)
 	span.SetAttributes(attribute.Bool("fulfillment.dead_lettered", true), attribute.String("error.type", errorType(err)))
-	c.log.ErrorContext(ctx, "message dead-lettered", "attempts", attempt, "error", err)
+	c.log.ErrorContext(ctx, "message dead-lettered", "order_id", orderID, "attempts", attempt, "error", err)
 	c.deadLetter(ctx, d, err, attempt)
 }
 

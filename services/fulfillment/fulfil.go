@@ -40,19 +40,19 @@ const (
 	outcomeSettled   outcome = "settled"   // the order was already fulfilled or failed
 )
 
-// Apply applies one message body; messageID makes it idempotent.
-func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (outcome, error) {
+// Apply applies one message body, and returns the order it was for and what
+// became of it. messageID makes it idempotent.
+func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (orderID string, result outcome, err error) {
 	var ev orderevents.OrderCreated
 	if err := json.Unmarshal(body, &ev); err != nil || ev.OrderID == "" || len(ev.Items) == 0 {
-		return "", fmt.Errorf("%w: body is not an order.created event", errPermanent)
+		return "", "", fmt.Errorf("%w: body is not an order.created event", errPermanent)
 	}
 	if messageID == "" {
-		return "", fmt.Errorf("%w: message has no message_id", errPermanent)
+		return ev.OrderID, "", fmt.Errorf("%w: message has no message_id", errPermanent)
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("order.id", ev.OrderID))
 
-	var result outcome
-	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, "INSERT INTO processed_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING", messageID)
 		if err != nil {
 			return fmt.Errorf("record message: %w", err)
@@ -81,12 +81,12 @@ func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (o
 		return f.completeOrder(ctx, tx, ev.OrderID, result)
 	})
 	if err != nil {
-		return "", err
+		return ev.OrderID, "", err
 	}
 	if result == outcomeFulfilled {
 		f.forgetStock(ctx, ev.Items)
 	}
-	return result, nil
+	return ev.OrderID, result, nil
 }
 
 // reserveStock takes the stock of every line, or none of it: a savepoint

@@ -11,6 +11,7 @@ import (
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Cache keeps stock levels and prices in Redis in front of PostgreSQL
@@ -27,10 +28,15 @@ func openCache(redisURL, database string, tel *telemetry.Telemetry) (*Cache, err
 	if err != nil {
 		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
 	}
+	// CLIENT SETINFO (Redis 7.2+) and CLIENT MAINT_NOTIFICATIONS (managed
+	// Redis) fail on a plain older server on every new connection, leaving an
+	// error span in the trace. The suite needs neither.
+	opts.DisableIdentity = true
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	rdb := redis.NewClient(opts)
 	// WithDBStatement(false): spans name the command, never its arguments or values.
 	if err := redisotel.InstrumentTracing(rdb,
-		redisotel.WithTracerProvider(tel.TracerProvider), redisotel.WithDBStatement(false)); err != nil {
+		redisotel.WithTracerProvider(tel.TracerProvider), redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
 		return nil, fmt.Errorf("redis tracing: %w", err)
 	}
 	if err := redisotel.InstrumentMetrics(rdb, redisotel.WithMeterProvider(tel.MeterProvider)); err != nil {

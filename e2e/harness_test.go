@@ -1,0 +1,413 @@
+// Package e2e runs the three services as real processes against the
+// machine's PostgreSQL, Redis and RabbitMQ, with an in-test OTLP receiver,
+// and checks what a user would see: answers, stored rows, messages, traces
+// and logs. Each test gets its own database, RabbitMQ virtual host and Redis
+// key space, so tests run in parallel and leave nothing behind.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// Where the shared services are; each can be overridden for a machine whose
+// services live elsewhere.
+var (
+	adminDatabaseURL = envOr("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	redisURL         = envOr("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+	amqpBaseURL      = envOr("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+	rabbitAPI        = envOr("TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672")
+)
+
+// binDir holds the service binaries built once by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ordertrace-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	for _, svc := range []string{"gateway", "orders", "fulfillment"} {
+		// -race: the services run with the race detector, like the unit tests.
+		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, svc), "../services/"+svc)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", svc, err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// needService skips a test whose backing service is missing, or fails it
+// when ORDERTRACE_REQUIRE_SERVICES=1 (as in CI), so no skip passes unnoticed.
+func needService(t *testing.T, name string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("ORDERTRACE_REQUIRE_SERVICES") == "1" {
+		t.Fatalf("%s is required but unavailable: %v", name, err)
+	}
+	t.Skipf("%s unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", name, err)
+}
+
+func randomName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// env is one test's isolated slice of the shared services.
+type env struct {
+	Database    string
+	DatabaseURL string
+	VHost       string
+	AMQPURL     string
+	Redis       *redis.Client
+}
+
+// newEnv creates a database, a virtual host and a Redis key space for t and
+// removes them when t ends.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	e := &env{Database: randomName("e2e_"), VHost: randomName("e2e-")}
+
+	admin, err := pgx.Connect(ctx, adminDatabaseURL)
+	needService(t, "PostgreSQL", err)
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+e.Database); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), adminDatabaseURL)
+		if err != nil {
+			t.Errorf("drop database: %v", err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+e.Database+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database: %v", err)
+		}
+	})
+	u, _ := url.Parse(adminDatabaseURL)
+	u.Path = "/" + e.Database
+	e.DatabaseURL = u.String()
+
+	needService(t, "RabbitMQ management API", rabbitPut(t, "/api/vhosts/"+e.VHost, nil))
+	if err := rabbitPut(t, "/api/permissions/"+e.VHost+"/guest", map[string]string{"configure": ".*", "write": ".*", "read": ".*"}); err != nil {
+		t.Fatalf("rabbitmq permissions: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := rabbitDo(http.MethodDelete, "/api/vhosts/"+e.VHost, nil, nil); err != nil {
+			t.Errorf("delete vhost: %v", err)
+		}
+	})
+	e.AMQPURL = strings.TrimSuffix(amqpBaseURL, "/") + "/" + e.VHost
+
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatalf("TEST_REDIS_URL: %v", err)
+	}
+	e.Redis = redis.NewClient(opts)
+	needService(t, "Redis", e.Redis.Ping(ctx).Err())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := e.Redis.Keys(ctx, "ordertrace:"+e.Database+":*").Result()
+		if len(keys) > 0 {
+			e.Redis.Del(ctx, keys...)
+		}
+		e.Redis.Close()
+	})
+	return e
+}
+
+func rabbitPut(t *testing.T, path string, body any) error {
+	t.Helper()
+	return rabbitDo(http.MethodPut, path, body, nil)
+}
+
+// rabbitDo calls the RabbitMQ management API; out, when not nil, receives
+// the decoded JSON answer.
+func rabbitDo(method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	u, err := url.Parse(rabbitAPI)
+	if err != nil {
+		return err
+	}
+	pass, _ := u.User.Password()
+	user := u.User.Username()
+	u.User = nil
+	req, err := http.NewRequest(method, u.String()+path, r)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// queueDepth returns the number of messages in a queue of the test's vhost.
+func (e *env) queueDepth(t *testing.T, queue string) int {
+	t.Helper()
+	var q struct {
+		Messages int `json:"messages"`
+	}
+	// The management API refreshes its counters every few seconds; ask for
+	// the queue's current state with a short poll instead of trusting one read.
+	if err := rabbitDo(http.MethodGet, "/api/queues/"+url.PathEscape(e.VHost)+"/"+url.PathEscape(queue), nil, &q); err != nil {
+		t.Fatalf("queue %s: %v", queue, err)
+	}
+	return q.Messages
+}
+
+// query runs a one-value query against the test's database.
+func (e *env) queryInt(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// process is one running service.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	addr string // from its "http server listening" log line
+	done chan struct{}
+	err  error // exit status, once done is closed
+
+	mu    sync.Mutex
+	lines []string // its stdout, one JSON log line each
+}
+
+// Lines returns what the service has logged so far.
+func (p *process) Lines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// URL is the base URL of its HTTP server.
+func (p *process) URL() string { return "http://" + p.addr }
+
+// start runs a service binary with vars (and nothing else from this
+// process's environment but PATH and HOME), waits until it listens, and
+// stops it with SIGTERM when t ends.
+func start(t *testing.T, name string, vars map[string]string) *process {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "HTTP_ADDR=127.0.0.1:0"}
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	listening := make(chan string, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.lines = append(p.lines, line)
+			p.mu.Unlock()
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http server listening" {
+				select {
+				case listening <- rec.Addr:
+				default:
+				}
+			}
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Stop(t)
+		if testing.Verbose() || t.Failed() {
+			t.Logf("%s stderr:\n%s", name, stderr.String())
+		}
+	})
+	select {
+	case p.addr = <-listening:
+	case <-p.done:
+		t.Fatalf("%s exited before listening: %v\nstderr: %s\nstdout: %s", name, p.err, stderr.String(), strings.Join(p.Lines(), "\n"))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not start listening within 30s", name)
+	}
+	return p
+}
+
+// Stop sends SIGTERM and waits for the process to exit. It returns how long
+// that took; a process still running after 20 s is killed and t fails.
+func (p *process) Stop(t *testing.T) time.Duration {
+	t.Helper()
+	began := time.Now()
+	select {
+	case <-p.done:
+		return 0
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s ignored SIGTERM for 20s and was killed", p.name)
+	}
+	return time.Since(began)
+}
+
+// stack is the three services of one test, exporting to one receiver.
+type stack struct {
+	env         *env
+	otlp        *receiver
+	orders      *process
+	fulfillment *process
+	gateway     *process
+}
+
+// startStack starts orders, fulfillment and gateway (in that order: orders
+// migrates the schema) on a fresh env. extra adds or overrides variables for
+// every service.
+func startStack(t *testing.T, extra map[string]string) *stack {
+	t.Helper()
+	e := newEnv(t)
+	s := &stack{env: e, otlp: newReceiver(t)}
+	common := map[string]string{
+		"DATABASE_URL": e.DatabaseURL,
+		"REDIS_URL":    redisURL,
+		"AMQP_URL":     e.AMQPURL,
+		"LOG_LEVEL":    "debug",
+
+		"OTEL_EXPORTER_OTLP_ENDPOINT": s.otlp.URL,
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY":     "100",
+		"OTEL_BLRP_SCHEDULE_DELAY":    "100",
+		"OTEL_METRIC_EXPORT_INTERVAL": "1000",
+		"OTEL_RESOURCE_ATTRIBUTES":    "deployment.environment.name=e2e",
+	}
+	for k, v := range extra {
+		common[k] = v
+	}
+	s.orders = start(t, "orders", common)
+	s.fulfillment = start(t, "fulfillment", common)
+	gw := map[string]string{"ORDERS_URL": s.orders.URL()}
+	for k, v := range common {
+		gw[k] = v
+	}
+	s.gateway = start(t, "gateway", gw)
+	return s
+}
+
+// call sends a request to the gateway and returns the status, headers and body.
+func (s *stack) call(t *testing.T, method, path, contentType string, body []byte, header map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.gateway.URL()+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// waitFor polls cond every 50 ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// traceIDFromHeader reads the trace ID out of a traceresponse header.
+func traceIDFromHeader(t *testing.T, h http.Header) string {
+	t.Helper()
+	parts := strings.Split(h.Get("traceresponse"), "-")
+	if len(parts) != 4 || len(parts[1]) != 32 {
+		t.Fatalf("traceresponse header = %q, want 00-<trace id>-<span id>-<flags>", h.Get("traceresponse"))
+	}
+	return parts[1]
+}

@@ -1,0 +1,286 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+const (
+	server      = tracepb.Span_SPAN_KIND_SERVER
+	client      = tracepb.Span_SPAN_KIND_CLIENT
+	internal    = tracepb.Span_SPAN_KIND_INTERNAL
+	producer    = tracepb.Span_SPAN_KIND_PRODUCER
+	consumer    = tracepb.Span_SPAN_KIND_CONSUMER
+	statusError = tracepb.Status_STATUS_CODE_ERROR
+)
+
+// Values planted where they must never leak into telemetry: a quantity that
+// travels as an SQL parameter, a stock level that lives only as a Redis
+// value, and a card number sent (and refused) in a request body.
+const (
+	plantedQuantity   = 7331
+	plantedRedisValue = "9907331"
+	plantedCard       = "4242424242424242"
+)
+
+type placed struct {
+	OrderID    string `json:"order_id"`
+	Status     string `json:"status"`
+	TotalCents int64  `json:"total_cents"`
+	TraceID    string `json:"trace_id"`
+}
+
+// find returns the one span of spans matching service, kind and name.
+func find(t *testing.T, spans []span, service string, kind tracepb.Span_SpanKind, name string) span {
+	t.Helper()
+	var found []span
+	for _, s := range spans {
+		if s.Service == service && s.Kind == kind && s.Name == name {
+			found = append(found, s)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("found %d %s %s spans named %q, want 1; trace:\n%s", len(found), service, kind, name, tree(spans))
+	}
+	return found[0]
+}
+
+func childrenOf(spans []span, parent span) []span {
+	var out []span
+	for _, s := range spans {
+		if s.ParentID == parent.SpanID {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func wantParent(t *testing.T, child, parent span) {
+	t.Helper()
+	if child.ParentID != parent.SpanID {
+		t.Errorf("%s %q: parent = %s, want %s (%q)", child.Service, child.Name, child.ParentID, parent.SpanID, parent.Name)
+	}
+}
+
+func wantAttrs(t *testing.T, s span, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		got, ok := s.Attrs[k]
+		switch {
+		case !ok:
+			t.Errorf("%s %q: attribute %s missing", s.Service, s.Name, k)
+		case v != "*" && got != v:
+			t.Errorf("%s %q: %s = %q, want %q", s.Service, s.Name, k, got, v)
+		}
+	}
+}
+
+// wantClientChild checks that parent has a CLIENT child whose attribute
+// db.system.name (Postgres, otelpgx) or db.system (Redis, redisotel) is system.
+func wantClientChild(t *testing.T, spans []span, parent span, system string) {
+	t.Helper()
+	for _, c := range childrenOf(spans, parent) {
+		if c.Kind == client && (c.Attrs["db.system.name"] == system || c.Attrs["db.system"] == system) {
+			return
+		}
+	}
+	t.Errorf("%q has no %s CLIENT child; trace:\n%s", parent.Name, system, tree(spans))
+}
+
+// placeOrder posts an order through the gateway and returns the status,
+// headers and decoded answer.
+func (s *stack) placeOrder(t *testing.T, body string, header map[string]string) (int, http.Header, placed) {
+	t.Helper()
+	status, h, b := s.call(t, http.MethodPost, "/api/orders", "application/json", []byte(body), header)
+	var p placed
+	if status == http.StatusCreated {
+		if err := json.Unmarshal(b, &p); err != nil {
+			t.Fatalf("decode %s: %v", b, err)
+		}
+	}
+	return status, h, p
+}
+
+// waitFulfilled polls GET /api/orders/{id} until the order is no longer pending.
+func (s *stack) waitStatus(t *testing.T, orderID string) string {
+	t.Helper()
+	var order struct{ Status string }
+	waitFor(t, 15*time.Second, "order "+orderID+" to leave pending", func() bool {
+		status, _, b := s.call(t, http.MethodGet, "/api/orders/"+orderID, "", nil, nil)
+		if status != http.StatusOK {
+			t.Fatalf("GET order: %d %s", status, b)
+		}
+		_ = json.Unmarshal(b, &order)
+		return order.Status != "pending"
+	})
+	return order.Status
+}
+
+func TestGoldenTrace(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+
+	// Plant a stock level in the cache: orders must read it from Redis (a hit)
+	// without it ever appearing in telemetry.
+	stockKey := orderevents.CacheKey(s.env.Database, "stock", "FILTER-PAPER-100")
+	if err := s.env.Redis.Set(t.Context(), stockKey, plantedRedisValue, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"customer_id":"cust-42","items":[{"sku":"FILTER-PAPER-100","quantity":%d},{"sku":"MUG-CERAMIC","quantity":1}]}`, plantedQuantity)
+	status, h, order := s.placeOrder(t, body, map[string]string{"X-Tenant-ID": "acme", "Idempotency-Key": "golden-1"})
+	if status != http.StatusCreated {
+		t.Fatalf("POST /api/orders = %d, want 201", status)
+	}
+	traceID := traceIDFromHeader(t, h)
+	if order.TraceID != traceID {
+		t.Errorf("body trace_id = %s, traceresponse trace = %s; want the same", order.TraceID, traceID)
+	}
+	if want := int64(plantedQuantity*690 + 1490); order.TotalCents != want || order.Status != "pending" {
+		t.Errorf("answer = %+v, want total %d and status pending", order, want)
+	}
+	if got := s.waitStatus(t, order.OrderID); got != "fulfilled" {
+		t.Fatalf("order status = %q, want fulfilled", got)
+	}
+
+	// The trace is complete once fulfillment's last span has arrived.
+	waitFor(t, 10*time.Second, "fulfillment spans", func() bool {
+		for _, sp := range s.otlp.Trace(traceID) {
+			if sp.Name == "fulfillment.complete_order" {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond) // the Redis DEL span ends just after
+	spans := s.otlp.Trace(traceID)
+	t.Logf("the golden trace, as exported over OTLP:\n%s", tree(spans))
+
+	gwServer := find(t, spans, "gateway", server, "POST /api/orders")
+	gwClient := find(t, spans, "gateway", client, "POST")
+	ordServer := find(t, spans, "orders", server, "POST /orders")
+	orderProcess := find(t, spans, "orders", internal, "order.process")
+	inventory := find(t, spans, "orders", internal, "order.validate_inventory")
+	pricing := find(t, spans, "orders", internal, "order.calculate_pricing")
+	payment := find(t, spans, "orders", client, "order.charge_payment")
+	publish := find(t, spans, "orders", producer, "publish orders")
+	consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+	reserve := find(t, spans, "fulfillment", internal, "fulfillment.reserve_stock")
+	complete := find(t, spans, "fulfillment", internal, "fulfillment.complete_order")
+
+	if gwServer.ParentID != "" {
+		t.Errorf("gateway SERVER span has parent %s, want it to be the root", gwServer.ParentID)
+	}
+	wantParent(t, gwClient, gwServer)
+	wantParent(t, ordServer, gwClient)
+	wantParent(t, orderProcess, ordServer)
+	for _, step := range []span{inventory, pricing, payment, publish} {
+		wantParent(t, step, orderProcess)
+	}
+	wantParent(t, consume, publish)
+	wantParent(t, reserve, consume)
+	wantParent(t, complete, consume)
+	if len(consume.Links) != 1 || consume.Links[0] != publish.SpanID {
+		t.Errorf("CONSUMER links = %v, want one link to the PRODUCER span %s", consume.Links, publish.SpanID)
+	}
+
+	wantAttrs(t, gwServer, map[string]string{"http.route": "/api/orders", "http.response.status_code": "201", "tenant.id": "acme"})
+	wantAttrs(t, ordServer, map[string]string{"http.route": "/orders"})
+	wantAttrs(t, orderProcess, map[string]string{
+		"order.id": order.OrderID, "customer.id": "cust-42", "order.item_count": "2", "tenant.id": "acme",
+	})
+	wantAttrs(t, payment, map[string]string{
+		"payment.provider": "simulated", "payment.amount_cents": fmt.Sprint(order.TotalCents), "payment.currency": "EUR",
+	})
+	wantAttrs(t, publish, map[string]string{
+		"messaging.system": "rabbitmq", "messaging.destination.name": "orders",
+		"messaging.rabbitmq.destination.routing_key": "order.created", "messaging.message.id": "*",
+		"messaging.operation.type": "send",
+	})
+	wantAttrs(t, consume, map[string]string{
+		"messaging.system": "rabbitmq", "messaging.operation.type": "process",
+		"messaging.message.id": publish.Attrs["messaging.message.id"],
+		"tenant.id":            "acme", // from the baggage header of the message
+		"order.id":             order.OrderID,
+		"fulfillment.outcome":  "fulfilled",
+	})
+	// One SKU was a planted cache hit, the other a miss read from Postgres.
+	wantAttrs(t, inventory, map[string]string{"cache.hits": "1", "cache.misses": "1"})
+	wantClientChild(t, spans, inventory, "redis")
+	wantClientChild(t, spans, inventory, "postgresql")
+	wantClientChild(t, spans, pricing, "redis")
+	wantClientChild(t, spans, pricing, "postgresql")
+	wantClientChild(t, spans, orderProcess, "postgresql") // the order's INSERT and COPY
+	wantClientChild(t, spans, reserve, "postgresql")
+	wantClientChild(t, spans, complete, "postgresql")
+	wantClientChild(t, spans, consume, "redis") // the stock cache invalidation
+
+	// Every span of the order is in this one trace.
+	for _, sp := range s.otlp.Spans() {
+		if sp.Attrs["order.id"] == order.OrderID && sp.TraceID != traceID {
+			t.Errorf("%s %q of this order is in trace %s, want %s", sp.Service, sp.Name, sp.TraceID, traceID)
+		}
+	}
+
+	// Nothing planted leaks, into any span of any trace.
+	for _, sp := range s.otlp.Spans() {
+		for _, kv := range allValues(sp) {
+			if strings.Contains(kv, fmt.Sprint(plantedQuantity)) || strings.Contains(kv, plantedRedisValue) {
+				t.Errorf("%s %q carries a planted value: %s", sp.Service, sp.Name, kv)
+			}
+		}
+		if sp.Attrs["db.system"] == "redis" && (sp.Attrs["db.statement"] != "" || sp.Attrs["db.query.text"] != "") {
+			t.Errorf("redis span %q records its statement", sp.Name)
+		}
+	}
+
+	// Logs: each line that names this order carries its trace, on stdout and over OTLP.
+	for _, p := range []*process{s.orders, s.fulfillment} {
+		n := 0
+		for _, line := range p.Lines() {
+			if !strings.Contains(line, order.OrderID) {
+				continue
+			}
+			n++
+			var rec struct {
+				TraceID string `json:"trace_id"`
+				SpanID  string `json:"span_id"`
+			}
+			if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.TraceID != traceID || len(rec.SpanID) != 16 {
+				t.Errorf("%s log line without this trace's IDs: %s", p.name, line)
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s wrote no log line about order %s", p.name, order.OrderID)
+		}
+	}
+	waitFor(t, 5*time.Second, "OTLP log records of the order from orders and fulfillment", func() bool {
+		seen := map[string]bool{}
+		for _, l := range s.otlp.Logs() {
+			if l.TraceID == traceID && l.SpanID != "" {
+				seen[l.Service] = true
+			}
+		}
+		return seen["orders"] && seen["fulfillment"]
+	})
+}
+
+// allValues lists every attribute and event attribute value of s.
+func allValues(s span) []string {
+	var out []string
+	for k, v := range s.Attrs {
+		out = append(out, k+"="+v)
+	}
+	for _, e := range s.Events {
+		for k, v := range e.Attrs {
+			out = append(out, e.Name+"."+k+"="+v)
+		}
+	}
+	return out
+}
