@@ -70,4 +70,3 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("payment_failure_rate", c.PaymentFailureRate),
 	)
 }
-

@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+type problem struct {
+	Type    string `json:"type"`
+	Title   string `json:"title"`
+	Status  int    `json:"status"`
+	Errors  []struct{ Field, Reason string }
+	TraceID string `json:"trace_id"`
+}
+
+func decodeProblem(t *testing.T, h http.Header, body []byte) problem {
+	t.Helper()
+	if ct := h.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type = %q, want application/problem+json; body %s", ct, body)
+	}
+	var p problem
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatalf("problem body %s: %v", body, err)
+	}
+	return p
+}
+
+// wantNothingStored checks that no order row exists and no message was published.
+func (s *stack) wantNothingStored(t *testing.T) {
+	t.Helper()
+	if n := s.env.queryInt(t, "SELECT count(*) FROM orders"); n != 0 {
+		t.Errorf("%d orders stored, want 0", n)
+	}
+	for _, sp := range s.otlp.Spans() {
+		if sp.Name == "publish orders" || sp.Service == "fulfillment" && sp.Kind == consumer {
+			t.Errorf("a message was published or consumed: %s %q", sp.Service, sp.Name)
+		}
+	}
+	if n := s.env.queueDepth(t, orderevents.Queue); n != 0 {
+		t.Errorf("%d messages in %s, want 0", n, orderevents.Queue)
+	}
+}
+
+func TestPaymentDeclined(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, map[string]string{"PAYMENT_FAILURE_RATE": "1"})
+
+	status, h, body := s.call(t, http.MethodPost, "/api/orders", "application/json",
+		[]byte(`{"customer_id":"cust-7","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`), nil)
+	if status != http.StatusPaymentRequired {
+		t.Fatalf("status = %d, want 402; body %s", status, body)
+	}
+	p := decodeProblem(t, h, body)
+	traceID := traceIDFromHeader(t, h)
+	if p.Title != "Payment declined" || p.TraceID != traceID {
+		t.Errorf("problem = %+v, want title %q and trace_id %s", p, "Payment declined", traceID)
+	}
+
+	waitFor(t, 5*time.Second, "the SERVER spans of gateway and orders", func() bool {
+		seen := map[string]bool{}
+		for _, sp := range s.otlp.Trace(traceID) {
+			seen[sp.Service] = seen[sp.Service] || sp.Kind == server
+		}
+		return seen["gateway"] && seen["orders"]
+	})
+	spans := s.otlp.Trace(traceID)
+	t.Logf("declined payment trace:\n%s", tree(spans))
+	payment := find(t, spans, "orders", client, "order.charge_payment")
+	orderProcess := find(t, spans, "orders", internal, "order.process")
+	for _, sp := range []span{payment, orderProcess, find(t, spans, "orders", server, "POST /orders"), find(t, spans, "gateway", server, "POST /api/orders")} {
+		if sp.Status != statusError {
+			t.Errorf("%s %q status = %v, want ERROR", sp.Service, sp.Name, sp.Status)
+		}
+	}
+	for _, sp := range []span{payment, orderProcess} {
+		if !hasException(sp, "payment declined") {
+			t.Errorf("%q has no exception event about the declined payment: %+v", sp.Name, sp.Events)
+		}
+	}
+	s.wantNothingStored(t)
+}
+
+func hasException(sp span, text string) bool {
+	for _, e := range sp.Events {
+		if e.Name == "exception" && strings.Contains(e.Attrs["exception.message"], text) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRejectedRequests(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+		wantStatus  int
+		wantField   string
+	}{
+		{"unknown sku", "application/json", `{"customer_id":"c","items":[{"sku":"NO-SUCH-SKU","quantity":1}]}`, 422, "items[0].sku"},
+		{"zero quantity", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":0}]}`, 422, "items[0].quantity"},
+		{"negative quantity", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":-3}]}`, 422, "items[0].quantity"},
+		{"no items", "application/json", `{"customer_id":"c","items":[]}`, 422, "items"},
+		{"no customer", "application/json", `{"items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 422, "customer_id"},
+		{"more than in stock", "application/json", `{"customer_id":"c","items":[{"sku":"LIMITED-ROAST","quantity":6}]}`, 409, "items[0].quantity"},
+		{"malformed JSON", "application/json", `{"customer_id":`, 400, ""},
+		{"wrong type", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":"two"}]}`, 400, "items.quantity"},
+		{"two JSON values", "application/json", `{"customer_id":"c","items":[]} {}`, 400, ""},
+		{"card data in an unknown field", "application/json",
+			`{"customer_id":"c","card_number":"` + plantedCard + `","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 400, "card_number"},
+		{"oversized body", "application/json", `{"customer_id":"` + strings.Repeat("x", 70<<10) + `","items":[]}`, 413, ""},
+		{"wrong content type", "text/plain", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
+		{"no content type", "", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, h, body := s.call(t, http.MethodPost, "/api/orders", tt.contentType, []byte(tt.body), nil)
+			if status != tt.wantStatus {
+				t.Fatalf("status = %d, want %d; body %s", status, tt.wantStatus, body)
+			}
+			p := decodeProblem(t, h, body)
+			if p.Status != tt.wantStatus || p.Title == "" || p.TraceID == "" {
+				t.Errorf("problem = %+v, want status %d, a title and a trace_id", p, tt.wantStatus)
+			}
+			if tt.wantField != "" && (len(p.Errors) == 0 || p.Errors[0].Field != tt.wantField || p.Errors[0].Reason == "") {
+				t.Errorf("problem errors = %+v, want field %q with a reason", p.Errors, tt.wantField)
+			}
+		})
+	}
+
+	t.Run("bad tenant header", func(t *testing.T) {
+		status, h, body := s.call(t, http.MethodPost, "/api/orders", "application/json",
+			[]byte(`{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`), map[string]string{"X-Tenant-ID": "no spaces allowed"})
+		if p := decodeProblem(t, h, body); status != 400 || len(p.Errors) == 0 || p.Errors[0].Field != "X-Tenant-ID" {
+			t.Errorf("status %d, problem %+v; want 400 naming X-Tenant-ID", status, p)
+		}
+	})
+	t.Run("unknown order", func(t *testing.T) {
+		status, h, body := s.call(t, http.MethodGet, "/api/orders/0190b5c4-0000-7000-8000-000000000000", "", nil, nil)
+		if p := decodeProblem(t, h, body); status != 404 || p.Status != 404 {
+			t.Errorf("status %d, problem %+v; want 404", status, p)
+		}
+	})
+	t.Run("malformed order id", func(t *testing.T) {
+		status, h, body := s.call(t, http.MethodGet, "/api/orders/not-a-uuid", "", nil, nil)
+		if p := decodeProblem(t, h, body); status != 422 || len(p.Errors) == 0 || p.Errors[0].Field != "id" {
+			t.Errorf("status %d, problem %+v; want 422 naming id", status, p)
+		}
+	})
+
+	time.Sleep(500 * time.Millisecond) // let the last batches of spans and logs arrive
+	s.wantNothingStored(t)
+
+	// The refused card number is nowhere: not in spans, OTLP logs or stdout.
+	for _, sp := range s.otlp.Spans() {
+		for _, v := range allValues(sp) {
+			if strings.Contains(v, plantedCard) {
+				t.Errorf("%s %q carries the card number: %s", sp.Service, sp.Name, v)
+			}
+		}
+	}
+	for _, l := range s.otlp.Logs() {
+		if strings.Contains(fmt.Sprint(l), plantedCard) {
+			t.Errorf("OTLP log record carries the card number: %+v", l)
+		}
+	}
+	for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
+		for _, line := range p.Lines() {
+			if strings.Contains(line, plantedCard) {
+				t.Errorf("%s logged the card number: %s", p.name, line)
+			}
+		}
+	}
+}
+
+// TestPoisonMessageDeadLettered publishes, as some other producer might, a
+// message for an order that does not exist. Fulfillment tries it the bounded
+// number of times, dead-letters it with the reason, continues the producer's
+// trace throughout, and goes on consuming.
+func TestPoisonMessageDeadLettered(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, map[string]string{"FULFILLMENT_MAX_ATTEMPTS": "3", "FULFILLMENT_RETRY_BACKOFF": "20ms"})
+
+	conn, err := amqp.Dial(s.env.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		traceID  = "4bf92f3577b34da6a3ce929d0e0e4736"
+		parentID = "00f067aa0ba902b7"
+	)
+	body, _ := json.Marshal(orderevents.OrderCreated{
+		OrderID: "0190b5c4-0000-7000-8000-00000000dead", Items: []orderevents.Item{{SKU: "MUG-CERAMIC", Quantity: 1}},
+		TotalCents: 1490, Currency: "EUR", CreatedAt: time.Now(),
+	})
+	err = ch.PublishWithContext(t.Context(), orderevents.Exchange, orderevents.RoutingKeyCreated, true, false, amqp.Publishing{
+		Headers:     amqp.Table{"traceparent": "00-" + traceID + "-" + parentID + "-01", "baggage": "tenant.id=globex"},
+		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: "poison-1", Body: body,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var dead amqp.Delivery
+	waitFor(t, 15*time.Second, "the message in the dead-letter queue", func() bool {
+		d, ok, err := ch.Get(orderevents.DeadLetterQueue, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead = d
+		return ok
+	})
+	if dead.MessageId != "poison-1" || dead.Headers["x-fulfillment-attempts"] != int32(3) ||
+		!strings.Contains(fmt.Sprint(dead.Headers["x-fulfillment-error"]), "order not found") ||
+		dead.Headers["traceparent"] != "00-"+traceID+"-"+parentID+"-01" {
+		t.Errorf("dead letter = id %q headers %v; want poison-1 with 3 attempts, the reason and the original traceparent", dead.MessageId, dead.Headers)
+	}
+
+	waitFor(t, 5*time.Second, "the CONSUMER span of the poison message", func() bool {
+		return len(s.otlp.Trace(traceID)) > 0
+	})
+	time.Sleep(200 * time.Millisecond)
+	spans := s.otlp.Trace(traceID)
+	t.Logf("poison message trace:\n%s", tree(spans))
+	consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+	if consume.ParentID != parentID || len(consume.Links) != 1 || consume.Links[0] != parentID {
+		t.Errorf("CONSUMER parent %s links %v; want the producer's span %s as both", consume.ParentID, consume.Links, parentID)
+	}
+	wantAttrs(t, consume, map[string]string{
+		"fulfillment.attempts": "3", "fulfillment.dead_lettered": "true", "error.type": "order_not_found", "tenant.id": "globex",
+	})
+	if consume.Status != statusError || !hasException(consume, "order not found") {
+		t.Errorf("CONSUMER status %v events %+v; want ERROR with the exception", consume.Status, consume.Events)
+	}
+	retries := 0
+	for _, e := range consume.Events {
+		if e.Name == "retry" {
+			retries++
+		}
+	}
+	if retries != 2 {
+		t.Errorf("%d retry events, want 2 (3 attempts)", retries)
+	}
+
+	// The consumer is still consuming: a real order is fulfilled.
+	status, _, order := s.placeOrder(t, `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, nil)
+	if status != http.StatusCreated {
+		t.Fatalf("order after the poison message: status %d", status)
+	}
+	if got := s.waitStatus(t, order.OrderID); got != "fulfilled" {
+		t.Errorf("order after the poison message: status %q, want fulfilled", got)
+	}
+	if n := s.env.queueDepth(t, orderevents.Queue); n != 0 {
+		t.Errorf("%d messages left in %s, want 0", n, orderevents.Queue)
+	}
+}
+
+// TestSIGTERMFlushesTelemetry stops each service right after it served a
+// request, with a batch delay so long that only the shutdown flush can have
+// exported the request's spans.
+func TestSIGTERMFlushesTelemetry(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_BLRP_SCHEDULE_DELAY": "600000"})
+
+	status, h, order := s.placeOrder(t, `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, nil)
+	if status != http.StatusCreated {
+		t.Fatalf("status = %d, want 201", status)
+	}
+	traceID := traceIDFromHeader(t, h)
+	waitFor(t, 10*time.Second, "fulfilment in the database", func() bool {
+		return s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'fulfilled'", order.OrderID) == 1
+	})
+	if n := len(s.otlp.Trace(traceID)); n != 0 {
+		t.Fatalf("%d spans exported before shutdown; the test needs the batch delay to hold them", n)
+	}
+
+	for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
+		took := p.Stop(t)
+		if p.err != nil {
+			t.Errorf("%s exited with %v after SIGTERM, want a clean exit", p.name, p.err)
+		}
+		t.Logf("%s stopped %s after SIGTERM", p.name, took.Round(time.Millisecond))
+	}
+	spans := s.otlp.Trace(traceID)
+	find(t, spans, "gateway", server, "POST /api/orders")
+	find(t, spans, "orders", producer, "publish orders")
+	find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+	logged := map[string]bool{}
+	for _, l := range s.otlp.Logs() {
+		if l.TraceID == traceID {
+			logged[l.Service] = true
+		}
+	}
+	if !logged["orders"] || !logged["fulfillment"] {
+		t.Errorf("log records of the trace flushed by %v, want orders and fulfillment", logged)
+	}
+}
