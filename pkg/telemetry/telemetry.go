@@ -58,7 +58,7 @@ func (t *Telemetry) Tracer(name string) trace.Tracer { return t.TracerProvider.T
 // Call shutdown last, with a deadline: it returns when the context ends.
 func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(context.Context) error, err error) {
 	var shutdowns []func(context.Context) error
-	shutdown = func(ctx context.Context) error {
+	shutdownAll := func(ctx context.Context) error {
 		var errs error
 		// Stop in reverse order of creation: traces first, metrics last, so the
 		// metrics about dropped spans are exported after the spans are flushed.
@@ -69,8 +69,8 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 		return errs
 	}
 	defer func() {
-		if err != nil {
-			err = errors.Join(err, shutdown(ctx))
+		if err != nil { // undo what was built before the failure
+			err = errors.Join(err, shutdownAll(ctx))
 		}
 	}()
 
@@ -132,7 +132,7 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 		Propagator:     prop,
 		Logger:         slog.New(NewLogHandler(out, lp, serviceName(res), opts.LogLevel)),
 	}
-	return tel, shutdown, nil
+	return tel, shutdownAll, nil
 }
 
 // newResource describes the process. The defaults come first so that

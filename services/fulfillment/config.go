@@ -3,23 +3,21 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
-	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"github.com/ordertrace/ordertrace/pkg/config"
 	"github.com/sethvargo/go-envconfig"
 )
 
 // Config is everything fulfillment reads from its environment, once, at
 // start. OTEL_* variables are read by the OpenTelemetry SDK itself.
 type Config struct {
-	HTTPAddr    string     `env:"HTTP_ADDR, default=:8082"`
-	DatabaseURL string     `env:"DATABASE_URL, default=postgres://postgres:postgres@localhost:5432/orders?sslmode=disable"`
-	RedisURL    string     `env:"REDIS_URL, default=redis://localhost:6379/0"`
-	AMQPURL     string     `env:"AMQP_URL, default=amqp://guest:guest@localhost:5672/"`
-	LogLevel    slog.Level `env:"LOG_LEVEL, default=info"`
+	HTTPAddr    string          `env:"HTTP_ADDR, default=:8082"`
+	DatabaseURL string          `env:"DATABASE_URL, default=postgres://postgres:postgres@localhost:5432/orders?sslmode=disable"`
+	RedisURL    string          `env:"REDIS_URL, default=redis://localhost:6379/0"`
+	AMQPURL     string          `env:"AMQP_URL, default=amqp://guest:guest@localhost:5672/"`
+	LogLevel    config.LogLevel `env:"LOG_LEVEL, default=info"`
 
 	// Prefetch is how many unacknowledged messages the broker hands over at
 	// once; Workers is how many are processed at the same time.
@@ -37,15 +35,15 @@ type Config struct {
 // variable at fault.
 func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 	var cfg Config
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &cfg, Lookuper: env}); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+	if err := config.Load(ctx, env, &cfg); err != nil {
+		return cfg, err
 	}
 	var errs []error
-	for name, raw := range map[string]string{"DATABASE_URL": cfg.DatabaseURL, "REDIS_URL": cfg.RedisURL, "AMQP_URL": cfg.AMQPURL} {
-		if u, err := url.Parse(raw); err != nil || u.Scheme == "" || u.Host == "" {
-			errs = append(errs, fmt.Errorf("%s: must be a URL with a scheme and a host", name))
-		}
-	}
+	errs = append(errs,
+		config.CheckURL("DATABASE_URL", cfg.DatabaseURL, "postgres", "postgresql"),
+		config.CheckURL("REDIS_URL", cfg.RedisURL, "redis", "rediss"),
+		config.CheckURL("AMQP_URL", cfg.AMQPURL, "amqp", "amqps"),
+	)
 	if cfg.Prefetch < 1 || cfg.Prefetch > 1000 {
 		errs = append(errs, errors.New("FULFILLMENT_PREFETCH: must be between 1 and 1000"))
 	}
@@ -61,23 +59,21 @@ func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
 // LogValue masks the passwords in the connection URLs.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("http_addr", c.HTTPAddr),
-		slog.String("database_url", telemetry.RedactURL(c.DatabaseURL)),
-		slog.String("redis_url", telemetry.RedactURL(c.RedisURL)),
-		slog.String("amqp_url", telemetry.RedactURL(c.AMQPURL)),
-		slog.String("log_level", c.LogLevel.String()),
+		slog.String("database_url", config.Redact(c.DatabaseURL)),
+		slog.String("redis_url", config.Redact(c.RedisURL)),
+		slog.String("amqp_url", config.Redact(c.AMQPURL)),
+		slog.String("log_level", c.LogLevel.Level().String()),
 		slog.Int("prefetch", c.Prefetch),
 		slog.Int("workers", c.Workers),
 		slog.Int("max_attempts", c.MaxAttempts),
 		slog.String("retry_backoff", c.RetryBackoff.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 	)
 }

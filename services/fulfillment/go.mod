@@ -12,6 +12,7 @@ require (
 	github.com/exaring/otelpgx v0.13.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/ordertrace/ordertrace/pkg/config v0.0.0
 	github.com/ordertrace/ordertrace/pkg/httpx v0.0.0
 	github.com/ordertrace/ordertrace/pkg/orderevents v0.0.0
 	github.com/ordertrace/ordertrace/pkg/telemetry v0.0.0
@@ -75,3 +76,5 @@ require (
 	google.golang.org/grpc v1.84.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ordertrace/ordertrace/pkg/config => ../../pkg/config

@@ -3,20 +3,18 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"net/url"
 	"time"
 
+	"github.com/ordertrace/ordertrace/pkg/config"
 	"github.com/sethvargo/go-envconfig"
 )
 
 // Config is everything the gateway reads from its environment, once, at
 // start. OTEL_* variables are read by the OpenTelemetry SDK itself.
 type Config struct {
-	HTTPAddr  string     `env:"HTTP_ADDR, default=:8080"`
-	OrdersURL string     `env:"ORDERS_URL, default=http://localhost:8081"`
-	LogLevel  slog.Level `env:"LOG_LEVEL, default=info"`
+	HTTPAddr  string          `env:"HTTP_ADDR, default=:8080"`
+	OrdersURL string          `env:"ORDERS_URL, default=http://localhost:8081"`
+	LogLevel  config.LogLevel `env:"LOG_LEVEL, default=info"`
 
 	// How long a call to the orders service may take, and how long shutdown
 	// waits for requests in flight.
@@ -28,21 +26,15 @@ type Config struct {
 // variable at fault.
 func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 	var cfg Config
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &cfg, Lookuper: env}); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+	if err := config.Load(ctx, env, &cfg); err != nil {
+		return cfg, err
 	}
-	var errs []error
-	if u, err := url.Parse(cfg.OrdersURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, errors.New("ORDERS_URL: must be an http(s) URL with a host"))
-	}
+	errs := []error{config.CheckURL("ORDERS_URL", cfg.OrdersURL, "http", "https")}
 	if cfg.OrdersTimeout <= 0 {
 		errs = append(errs, errors.New("ORDERS_TIMEOUT: must be positive"))
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("SHUTDOWN_TIMEOUT: must be positive"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ replace (
 
 require (
 	github.com/go-chi/chi/v5 v5.5.0
+	github.com/ordertrace/ordertrace/pkg/config v0.0.0
 	github.com/ordertrace/ordertrace/pkg/httpx v0.0.0
 	github.com/ordertrace/ordertrace/pkg/telemetry v0.0.0
 	github.com/sethvargo/go-envconfig v1.4.3
@@ -63,3 +64,5 @@ require (
 	google.golang.org/grpc v1.84.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/ordertrace/ordertrace/pkg/config => ../../pkg/config

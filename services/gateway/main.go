@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ordertrace/ordertrace/pkg/config"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/sethvargo/go-envconfig"
@@ -55,7 +56,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		err = errors.Join(err, shutdownTelemetry(fctx))
 	}()
 	log := tel.Logger
-	log.InfoContext(ctx, "starting gateway", "version", version, "orders_url", telemetry.RedactURL(cfg.OrdersURL))
+	log.InfoContext(ctx, "starting gateway", "version", version, "orders_url", config.Redact(cfg.OrdersURL))
 
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = 64 // one upstream: keep enough warm connections to it

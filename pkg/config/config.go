@@ -1,0 +1,95 @@
+// Package config loads a service's typed configuration from environment
+// variables, with defaults beside each field (go-envconfig tags), and makes
+// every error name the variable at fault, not the Go field.
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"reflect"
+	"strings"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// Load fills target, a pointer to a struct with `env:"NAME, default=..."`
+// tags, from env.
+func Load(ctx context.Context, env envconfig.Lookuper, target any) error {
+	err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: target, Lookuper: env})
+	if err == nil {
+		return nil
+	}
+	// go-envconfig prefixes errors with the field name; users know the variable.
+	msg := err.Error()
+	if field, rest, ok := strings.Cut(msg, ": "); ok {
+		if name := variableOf(target, field); name != "" {
+			return errors.New(name + ": " + rest)
+		}
+	}
+	return err
+}
+
+func variableOf(target any, field string) string {
+	t := reflect.TypeOf(target)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	f, ok := t.FieldByName(field)
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return name
+}
+
+// CheckURL reports, naming the variable, a value that is not a URL with one
+// of the schemes and a host.
+func CheckURL(name, raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%s: must be a URL with a host, like %s://host:port", name, schemes[0])
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: scheme must be %s", name, strings.Join(schemes, " or "))
+}
+
+// LogLevel is the LOG_LEVEL variable: debug, info, warn or error.
+type LogLevel slog.Level
+
+// EnvDecode parses the variable.
+func (l *LogLevel) EnvDecode(val string) error {
+	var lvl slog.Level
+	switch strings.ToLower(val) {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "info":
+		lvl = slog.LevelInfo
+	case "warn", "warning":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		return fmt.Errorf("%q is not one of debug, info, warn, error", val)
+	}
+	*l = LogLevel(lvl)
+	return nil
+}
+
+// Level makes a LogLevel a slog.Leveler.
+func (l LogLevel) Level() slog.Level { return slog.Level(l) }
+
+// Redact hides the password of a connection URL so it can be logged.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

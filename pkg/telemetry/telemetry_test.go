@@ -1,0 +1,121 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+)
+
+// These tests set process environment variables, so they do not run in parallel.
+
+func TestSetupHonoursStandardVariables(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_LOGS_EXPORTER", "none")
+	t.Setenv("OTEL_SERVICE_NAME", "renamed")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=staging,team=shop")
+
+	var out bytes.Buffer
+	tel, shutdown, err := Setup(t.Context(), Options{ServiceName: "orders", ServiceVersion: "1.2.3", LogOutput: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := tel.TracerProvider.(*sdktrace.TracerProvider)
+	_, span := res.Tracer("t").Start(t.Context(), "s")
+	ro := span.(sdktrace.ReadOnlySpan)
+	attrs := ro.Resource().Set()
+	for key, want := range map[string]string{
+		string(semconv.ServiceNameKey):               "renamed",
+		string(semconv.ServiceVersionKey):            "1.2.3",
+		string(semconv.DeploymentEnvironmentNameKey): "staging",
+		"team": "shop",
+	} {
+		v, _ := attrs.Value(attributeKey(key))
+		if v.Emit() != want {
+			t.Errorf("resource %s = %q, want %q", key, v.Emit(), want)
+		}
+	}
+	if v, _ := attrs.Value(semconv.ServiceInstanceIDKey); v.Emit() == "" {
+		t.Error("resource has no service.instance.id")
+	}
+	span.End()
+
+	tel.Logger.InfoContext(t.Context(), "hello")
+	if !bytes.Contains(out.Bytes(), []byte(`"msg":"hello"`)) {
+		t.Errorf("logger wrote %q, want a JSON line with the message", out.String())
+	}
+	if err := shutdown(t.Context()); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+func TestSetupRejectsUnknownExporter(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "carrier-pigeon")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_LOGS_EXPORTER", "none")
+	if _, _, err := Setup(t.Context(), Options{ServiceName: "x"}); err == nil {
+		t.Error("Setup accepted OTEL_TRACES_EXPORTER=carrier-pigeon")
+	}
+}
+
+func TestSamplerFromEnvironment(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_LOGS_EXPORTER", "none")
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+	t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+
+	tel, shutdown, err := Setup(t.Context(), Options{ServiceName: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	ctx, root := tel.Tracer("t").Start(t.Context(), "root")
+	if root.SpanContext().IsSampled() {
+		t.Error("ratio 0 sampled a root span")
+	}
+	root.End()
+
+	// A sampled parent from upstream keeps its child sampled: parent-based.
+	upstream := InjectAMQP(ctx, tel.Propagator, nil)
+	upstream["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	_, child := tel.Tracer("t").Start(ExtractAMQP(t.Context(), tel.Propagator, upstream), "child")
+	if !child.SpanContext().IsSampled() {
+		t.Error("child of a sampled remote parent was not sampled")
+	}
+	child.End()
+}
+
+// TestShutdownIsBounded exports to an address where nothing listens: the
+// flush fails, and shutdown still returns once its context ends.
+func TestShutdownIsBounded(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	tel, shutdown, err := Setup(t.Context(), Options{ServiceName: "x", LogLevel: slog.LevelError, LogOutput: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tel.Tracer("t").Start(t.Context(), "lost")
+	span.End()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("shutdown reported success although nothing could be exported")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown ignored its deadline")
+	}
+}
+
+func attributeKey(k string) attribute.Key { return attribute.Key(k) }
