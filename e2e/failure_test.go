@@ -295,6 +295,8 @@ func TestSIGTERMFlushesTelemetry(t *testing.T) {
 			t.Errorf("%s exited with %v after SIGTERM, want a clean exit", p.name, p.err)
 		}
 		t.Logf("%s stopped %s after SIGTERM", p.name, took.Round(time.Millisecond))
+		lines := p.Lines()
+		t.Logf("last lines: %s", strings.Join(lines[max(0, len(lines)-3):], "\n"))
 	}
 	spans := s.otlp.Trace(traceID)
 	find(t, spans, "gateway", server, "POST /api/orders")

@@ -255,7 +255,11 @@ func (p *process) URL() string { return "http://" + p.addr }
 func start(t *testing.T, name string, vars map[string]string) *process {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "HTTP_ADDR=127.0.0.1:0"}
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "HTTP_ADDR=127.0.0.1:0",
+		// The race detector otherwise sleeps a second before every exit.
+		"GORACE=atexit_sleep_ms=0",
+	}
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -291,7 +295,9 @@ func start(t *testing.T, name string, vars map[string]string) *process {
 	}()
 	t.Cleanup(func() {
 		p.Stop(t)
-		if testing.Verbose() || t.Failed() {
+		if strings.Contains(stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s has a data race:\n%s", name, stderr.String())
+		} else if t.Failed() {
 			t.Logf("%s stderr:\n%s", name, stderr.String())
 		}
 	})

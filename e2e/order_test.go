@@ -260,6 +260,19 @@ func TestGoldenTrace(t *testing.T) {
 			t.Errorf("%s wrote no log line about order %s", p.name, order.OrderID)
 		}
 	}
+	// Metrics: request durations, the Go runtime, and the SDK's own counts of
+	// spans started and processed (dropped ones carry error.type).
+	wantMetrics := []string{"http.server.request.duration", "http.client.request.duration", "go.memory.used",
+		"go.goroutine.count", "otel.sdk.span.started", "otel.sdk.processor.span.processed", "otel.sdk.processor.span.queue.size"}
+	waitFor(t, 10*time.Second, fmt.Sprintf("metrics %v", wantMetrics), func() bool {
+		got := s.otlp.MetricNames()
+		for _, m := range wantMetrics {
+			if !got[m] {
+				return false
+			}
+		}
+		return true
+	})
 	waitFor(t, 5*time.Second, "OTLP log records of the order from orders and fulfillment", func() bool {
 		seen := map[string]bool{}
 		for _, l := range s.otlp.Logs() {

@@ -27,7 +27,7 @@ func newTestTelemetry(t *testing.T) (*Telemetry, *tracetest.SpanRecorder) {
 func attr(kvs []attribute.KeyValue, key string) string {
 	for _, kv := range kvs {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

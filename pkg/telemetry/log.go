@@ -106,4 +106,3 @@ func (h *LogHandler) clone() *LogHandler {
 	c.replay = append([]func(slog.Handler) slog.Handler(nil), h.replay...)
 	return &c
 }
-

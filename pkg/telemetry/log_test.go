@@ -92,4 +92,3 @@ func TestLogHandlerCarriesTraceContext(t *testing.T) {
 		t.Errorf("OTLP record = %s trace %s span %s, want 'inside' in %s/%s", r.Body().AsString(), r.TraceID(), r.SpanID(), sc.TraceID(), sc.SpanID())
 	}
 }
-

@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/contrib/instrumentation/runtime"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/log/global"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
@@ -119,7 +118,7 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(prop)
-	global.SetLoggerProvider(lp)
+	otel.SetLoggerProvider(lp)
 
 	out := opts.LogOutput
 	if out == nil {

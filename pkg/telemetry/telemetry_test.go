@@ -37,11 +37,11 @@ func TestSetupHonoursStandardVariables(t *testing.T) {
 		"team": "shop",
 	} {
 		v, _ := attrs.Value(attributeKey(key))
-		if v.Emit() != want {
-			t.Errorf("resource %s = %q, want %q", key, v.Emit(), want)
+		if v.String() != want {
+			t.Errorf("resource %s = %q, want %q", key, v.String(), want)
 		}
 	}
-	if v, _ := attrs.Value(semconv.ServiceInstanceIDKey); v.Emit() == "" {
+	if v, _ := attrs.Value(semconv.ServiceInstanceIDKey); v.String() == "" {
 		t.Error("resource has no service.instance.id")
 	}
 	span.End()

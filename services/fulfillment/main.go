@@ -126,7 +126,6 @@ func openPool(ctx context.Context, databaseURL string, tel *telemetry.Telemetry)
 	cfg.ConnConfig.Tracer = otelpgx.NewTracer(
 		otelpgx.WithTracerProvider(tel.TracerProvider),
 		otelpgx.WithMeterProvider(tel.MeterProvider),
-		otelpgx.WithTrimSQLInSpanName(),
 	)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -62,7 +62,6 @@ func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry
 	cfg.ConnConfig.Tracer = otelpgx.NewTracer(
 		otelpgx.WithTracerProvider(tel.TracerProvider),
 		otelpgx.WithMeterProvider(tel.MeterProvider),
-		otelpgx.WithTrimSQLInSpanName(),
 	)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
