@@ -32,6 +32,17 @@ func openCache(redisURL, database string, tel *telemetry.Telemetry) (*Cache, err
 	// Redis) fail on a plain older server on every new connection, leaving an
 	// error span in the trace. The suite needs neither.
 	opts.DisableIdentity = true
+	// A cache must fail fast: when Redis is slow or gone, reading PostgreSQL
+	// is quicker than waiting out go-redis's default 5 s dial and 3 s reads.
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = time.Second
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 500 * time.Millisecond
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 500 * time.Millisecond
+	}
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	rdb := redis.NewClient(opts)
 	// WithDBStatement(false): spans name the command, never its arguments or values.
