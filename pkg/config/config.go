@@ -93,3 +93,29 @@ func Redact(raw string) string {
 	}
 	return u.Redacted()
 }
+
+// Backends are the connection URLs of orders and fulfillment, which share
+// the same PostgreSQL, Redis and RabbitMQ. Embed it in a service's Config.
+type Backends struct {
+	DatabaseURL string `env:"DATABASE_URL, default=postgres://postgres:postgres@localhost:5432/orders?sslmode=disable"`
+	RedisURL    string `env:"REDIS_URL, default=redis://localhost:6379/0"`
+	AMQPURL     string `env:"AMQP_URL, default=amqp://guest:guest@localhost:5672/"`
+}
+
+// Check reports every URL that is not usable, naming its variable.
+func (b Backends) Check() error {
+	return errors.Join(
+		CheckURL("DATABASE_URL", b.DatabaseURL, "postgres", "postgresql"),
+		CheckURL("REDIS_URL", b.RedisURL, "redis", "rediss"),
+		CheckURL("AMQP_URL", b.AMQPURL, "amqp", "amqps"),
+	)
+}
+
+// LogAttrs describes the URLs for a log line, passwords masked.
+func (b Backends) LogAttrs() []slog.Attr {
+	return []slog.Attr{
+		slog.String("database_url", Redact(b.DatabaseURL)),
+		slog.String("redis_url", Redact(b.RedisURL)),
+		slog.String("amqp_url", Redact(b.AMQPURL)),
+	}
+}

@@ -73,3 +73,26 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+func TestBackends(t *testing.T) {
+	var cfg struct {
+		Backends
+		Addr string `env:"HTTP_ADDR, default=:1"`
+	}
+	env := envconfig.MapLookuper(map[string]string{"DATABASE_URL": "postgres://app:pw@db/orders", "REDIS_URL": "localhost:6379"})
+	if err := Load(t.Context(), env, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "postgres://app:pw@db/orders" || cfg.AMQPURL != "amqp://guest:guest@localhost:5672/" {
+		t.Errorf("loaded %+v", cfg)
+	}
+	err := cfg.Check()
+	if err == nil || !strings.Contains(err.Error(), "REDIS_URL") || strings.Contains(err.Error(), "DATABASE_URL") {
+		t.Errorf("Check() = %v, want an error naming REDIS_URL only", err)
+	}
+	for _, a := range cfg.LogAttrs() {
+		if strings.Contains(a.Value.String(), "pw") || strings.Contains(a.Value.String(), "guest:guest") {
+			t.Errorf("%s shows a password: %s", a.Key, a.Value)
+		}
+	}
+}

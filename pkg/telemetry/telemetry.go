@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
@@ -169,4 +170,17 @@ func serviceName(res *resource.Resource) string {
 		return v.AsString()
 	}
 	return "unknown_service"
+}
+
+// FlushTimeout bounds the final flush of spans, metrics and logs.
+const FlushTimeout = 5 * time.Second
+
+// Flush calls shutdown with FlushTimeout and joins its error into *errp.
+// Defer it right after Setup, so it runs last: after the servers and clients
+// have stopped and written their final spans. It does not use ctx's deadline:
+// ctx is usually the signal context, already done when shutdown starts.
+func Flush(ctx context.Context, shutdown func(context.Context) error, errp *error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
+	defer cancel()
+	*errp = errors.Join(*errp, shutdown(ctx))
 }

@@ -13,11 +13,9 @@ import (
 // Config is everything fulfillment reads from its environment, once, at
 // start. OTEL_* variables are read by the OpenTelemetry SDK itself.
 type Config struct {
-	HTTPAddr    string          `env:"HTTP_ADDR, default=:8082"`
-	DatabaseURL string          `env:"DATABASE_URL, default=postgres://postgres:postgres@localhost:5432/orders?sslmode=disable"`
-	RedisURL    string          `env:"REDIS_URL, default=redis://localhost:6379/0"`
-	AMQPURL     string          `env:"AMQP_URL, default=amqp://guest:guest@localhost:5672/"`
-	LogLevel    config.LogLevel `env:"LOG_LEVEL, default=info"`
+	HTTPAddr        string          `env:"HTTP_ADDR, default=:8082"`
+	config.Backends                 // DATABASE_URL, REDIS_URL, AMQP_URL
+	LogLevel        config.LogLevel `env:"LOG_LEVEL, default=info"`
 
 	// Prefetch is how many unacknowledged messages the broker hands over at
 	// once; Workers is how many are processed at the same time.
@@ -38,12 +36,7 @@ func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 	if err := config.Load(ctx, env, &cfg); err != nil {
 		return cfg, err
 	}
-	var errs []error
-	errs = append(errs,
-		config.CheckURL("DATABASE_URL", cfg.DatabaseURL, "postgres", "postgresql"),
-		config.CheckURL("REDIS_URL", cfg.RedisURL, "redis", "rediss"),
-		config.CheckURL("AMQP_URL", cfg.AMQPURL, "amqp", "amqps"),
-	)
+	errs := []error{cfg.Backends.Check()}
 	if cfg.Prefetch < 1 || cfg.Prefetch > 1000 {
 		errs = append(errs, errors.New("FULFILLMENT_PREFETCH: must be between 1 and 1000"))
 	}
@@ -64,16 +57,13 @@ func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 
 // LogValue masks the passwords in the connection URLs.
 func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
+	return slog.GroupValue(append(c.Backends.LogAttrs(),
 		slog.String("http_addr", c.HTTPAddr),
-		slog.String("database_url", config.Redact(c.DatabaseURL)),
-		slog.String("redis_url", config.Redact(c.RedisURL)),
-		slog.String("amqp_url", config.Redact(c.AMQPURL)),
 		slog.String("log_level", c.LogLevel.Level().String()),
 		slog.Int("prefetch", c.Prefetch),
 		slog.Int("workers", c.Workers),
 		slog.Int("max_attempts", c.MaxAttempts),
 		slog.String("retry_backoff", c.RetryBackoff.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
-	)
+	)...)
 }

@@ -12,24 +12,16 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
-	"time"
 
-	"github.com/exaring/otelpgx"
 	"github.com/go-chi/chi/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
-	"github.com/redis/go-redis/extra/redisotel/v9"
-	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/sethvargo/go-envconfig"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-// telemetryFlushTimeout bounds the final flush of spans, metrics and logs.
-const telemetryFlushTimeout = 5 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,20 +47,16 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
-	defer func() {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), telemetryFlushTimeout)
-		defer cancel()
-		err = errors.Join(err, shutdownTelemetry(fctx))
-	}()
+	defer telemetry.Flush(ctx, shutdownTelemetry, &err) // last: after everything below has stopped
 	log := tel.Logger
 	log.InfoContext(ctx, "starting fulfillment", "version", version, "config", cfg)
 
-	pool, err := openPool(ctx, cfg.DatabaseURL, tel)
+	pool, err := instrumented.Postgres(ctx, cfg.DatabaseURL, tel)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	rdb, err := openRedis(cfg.RedisURL, tel)
+	rdb, err := instrumented.Redis(cfg.RedisURL, tel)
 	if err != nil {
 		return err
 	}
@@ -114,42 +102,4 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	err = errors.Join(serveErr, <-consumed)
 	log.InfoContext(context.WithoutCancel(ctx), "fulfillment stopped", "error", err)
 	return err
-}
-
-// openPool connects to PostgreSQL with otelpgx tracing; query parameters are
-// never recorded.
-func openPool(ctx context.Context, databaseURL string, tel *telemetry.Telemetry) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	cfg.ConnConfig.Tracer = otelpgx.NewTracer(
-		otelpgx.WithTracerProvider(tel.TracerProvider),
-		otelpgx.WithMeterProvider(tel.MeterProvider),
-	)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to postgres: %w", err)
-	}
-	return pool, nil
-}
-
-// openRedis connects to Redis with tracing that names commands but never
-// records their arguments or values.
-func openRedis(redisURL string, tel *telemetry.Telemetry) (*redis.Client, error) {
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
-	}
-	// CLIENT SETINFO (Redis 7.2+) and CLIENT MAINT_NOTIFICATIONS (managed
-	// Redis) fail on a plain older server on every new connection, leaving an
-	// error span in the trace. The suite needs neither.
-	opts.DisableIdentity = true
-	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	rdb := redis.NewClient(opts)
-	if err := redisotel.InstrumentTracing(rdb,
-		redisotel.WithTracerProvider(tel.TracerProvider), redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
-		return nil, fmt.Errorf("redis tracing: %w", err)
-	}
-	return rdb, nil
 }

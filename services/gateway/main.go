@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/config"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
@@ -23,9 +21,6 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-// telemetryFlushTimeout bounds the final flush of spans, metrics and logs.
-const telemetryFlushTimeout = 5 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,11 +45,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
-	defer func() {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), telemetryFlushTimeout)
-		defer cancel()
-		err = errors.Join(err, shutdownTelemetry(fctx))
-	}()
+	defer telemetry.Flush(ctx, shutdownTelemetry, &err) // last: after everything below has stopped
 	log := tel.Logger
 	log.InfoContext(ctx, "starting gateway", "version", version, "orders_url", config.Redact(cfg.OrdersURL))
 

@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
-	"github.com/redis/go-redis/extra/redisotel/v9"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Cache keeps stock levels and prices in Redis in front of PostgreSQL
@@ -24,34 +22,9 @@ type Cache struct {
 }
 
 func openCache(redisURL, database string, tel *telemetry.Telemetry) (*Cache, error) {
-	opts, err := redis.ParseURL(redisURL)
+	rdb, err := instrumented.Redis(redisURL, tel)
 	if err != nil {
-		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
-	}
-	// CLIENT SETINFO (Redis 7.2+) and CLIENT MAINT_NOTIFICATIONS (managed
-	// Redis) fail on a plain older server on every new connection, leaving an
-	// error span in the trace. The suite needs neither.
-	opts.DisableIdentity = true
-	// A cache must fail fast: when Redis is slow or gone, reading PostgreSQL
-	// is quicker than waiting out go-redis's default 5 s dial and 3 s reads.
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = time.Second
-	}
-	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = 500 * time.Millisecond
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = 500 * time.Millisecond
-	}
-	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	rdb := redis.NewClient(opts)
-	// WithDBStatement(false): spans name the command, never its arguments or values.
-	if err := redisotel.InstrumentTracing(rdb,
-		redisotel.WithTracerProvider(tel.TracerProvider), redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
-		return nil, fmt.Errorf("redis tracing: %w", err)
-	}
-	if err := redisotel.InstrumentMetrics(rdb, redisotel.WithMeterProvider(tel.MeterProvider)); err != nil {
-		return nil, fmt.Errorf("redis metrics: %w", err)
+		return nil, err
 	}
 	return &Cache{rdb: rdb, prefix: database, log: tel.Logger}, nil
 }

@@ -9,10 +9,10 @@ import (
 	"sort"
 	"time"
 
-	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 )
 
 //go:embed migrations/*.sql
@@ -52,24 +52,11 @@ type Store struct {
 	pool *pgxpool.Pool
 }
 
-// openStore connects with a pool traced by otelpgx. SQL text is recorded on
-// the CLIENT spans, query parameters never are: they may hold customer data.
+// openStore connects to PostgreSQL through the instrumented pool.
 func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL)
+	pool, err := instrumented.Postgres(ctx, databaseURL, tel)
 	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
-	}
-	cfg.ConnConfig.Tracer = otelpgx.NewTracer(
-		otelpgx.WithTracerProvider(tel.TracerProvider),
-		otelpgx.WithMeterProvider(tel.MeterProvider),
-	)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to postgres: %w", err)
-	}
-	if err := otelpgx.RecordStats(pool, otelpgx.WithStatsMeterProvider(tel.MeterProvider)); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("postgres pool metrics: %w", err)
+		return nil, err
 	}
 	return &Store{pool: pool}, nil
 }
