@@ -98,6 +98,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		})
 	}
+	// The deliveries end when we cancel, or when the broker does (the queue
+	// was deleted, the channel closed): then the workers return.
+	drained := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(drained)
+	}()
 	c.log.InfoContext(ctx, "consuming", "queue", orderevents.Queue, "workers", c.workers)
 
 	closed := c.conn.NotifyClose(make(chan *amqp.Error, 1))
@@ -108,11 +115,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if err := c.ch.Cancel(consumerTag, false); err != nil {
 			c.log.WarnContext(ctx, "cancel consumer", "error", err)
 		}
-		wg.Wait()
+		<-drained
 		return nil
 	case amqpErr := <-closed:
-		wg.Wait()
+		<-drained
 		return fmt.Errorf("rabbitmq connection lost: %v", amqpErr)
+	case <-drained:
+		return fmt.Errorf("the broker ended the subscription to %s", orderevents.Queue)
 	}
 }
 
