@@ -79,10 +79,15 @@ func TestPaymentDeclined(t *testing.T) {
 			t.Errorf("%s %q status = %v, want ERROR", sp.Service, sp.Name, sp.Status)
 		}
 	}
-	for _, sp := range []span{payment, orderProcess} {
+	ordServer := find(t, spans, "orders", server, "POST /orders")
+	gwServer := find(t, spans, "gateway", server, "POST /api/orders")
+	for _, sp := range []span{payment, orderProcess, ordServer} {
 		if !hasException(sp, "payment declined") {
 			t.Errorf("%q has no exception event about the declined payment: %+v", sp.Name, sp.Events)
 		}
+	}
+	if !hasException(gwServer, "402") {
+		t.Errorf("gateway SERVER span has no exception event for the failed call: %+v", gwServer.Events)
 	}
 	s.wantNothingStored(t)
 }

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -197,15 +198,21 @@ func rabbitDo(method, path string, body, out any) error {
 	return nil
 }
 
-// queueDepth returns the number of messages in a queue of the test's vhost.
+// queueDepth returns the number of ready messages in a queue of the test's
+// vhost, asked of the broker itself (the management API's counters lag).
 func (e *env) queueDepth(t *testing.T, queue string) int {
 	t.Helper()
-	var q struct {
-		Messages int `json:"messages"`
+	conn, err := amqp.Dial(e.AMQPURL)
+	if err != nil {
+		t.Fatalf("queue %s: %v", queue, err)
 	}
-	// The management API refreshes its counters every few seconds; ask for
-	// the queue's current state with a short poll instead of trusting one read.
-	if err := rabbitDo(http.MethodGet, "/api/queues/"+url.PathEscape(e.VHost)+"/"+url.PathEscape(queue), nil, &q); err != nil {
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("queue %s: %v", queue, err)
+	}
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
 		t.Fatalf("queue %s: %v", queue, err)
 	}
 	return q.Messages

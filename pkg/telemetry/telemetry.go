@@ -60,8 +60,9 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	var shutdowns []func(context.Context) error
 	shutdownAll := func(ctx context.Context) error {
 		var errs error
-		// Stop in reverse order of creation: traces first, metrics last, so the
-		// metrics about dropped spans are exported after the spans are flushed.
+		// Stop in reverse order of creation: logs and traces first, metrics
+		// last, so the SDK's counts of exported and dropped spans include the
+		// final flush.
 		for i := len(shutdowns) - 1; i >= 0; i-- {
 			errs = errors.Join(errs, shutdowns[i](ctx))
 		}

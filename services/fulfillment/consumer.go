@@ -32,8 +32,8 @@ const messageTimeout = 30 * time.Second
 // inside a CONSUMER span that continues the trace of the order.
 type Consumer struct {
 	conn      *amqp.Connection
-	ch        *amqp.Channel // consumes
-	dlx       *amqp.Channel // publishes dead letters, in confirm mode
+	ch        *amqp.Channel          // consumes
+	dlx       *orderevents.Publisher // publishes dead letters, confirmed and routed
 	fulfiller *Fulfiller
 	tel       *telemetry.Telemetry
 	tracer    trace.Tracer
@@ -45,15 +45,15 @@ type Consumer struct {
 	retryBackoff time.Duration
 }
 
-func openConsumer(amqpURL string, cfg Config, f *Fulfiller, tel *telemetry.Telemetry) (*Consumer, error) {
-	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "fulfillment-consumer"}})
+func openConsumer(cfg Config, f *Fulfiller, tel *telemetry.Telemetry) (*Consumer, error) {
+	conn, err := amqp.DialConfig(cfg.AMQPURL, amqp.Config{Properties: amqp.Table{"connection_name": "fulfillment-consumer"}})
 	if err != nil {
 		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
 	}
 	c := &Consumer{
 		conn: conn, fulfiller: f, tel: tel, log: tel.Logger,
 		tracer:       tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"),
-		peer:         telemetry.AMQPPeerAttributes(amqpURL),
+		peer:         telemetry.AMQPPeerAttributes(cfg.AMQPURL),
 		workers:      cfg.Workers,
 		maxAttempts:  cfg.MaxAttempts,
 		retryBackoff: cfg.RetryBackoff,
@@ -64,13 +64,11 @@ func openConsumer(amqpURL string, cfg Config, f *Fulfiller, tel *telemetry.Telem
 		}
 	}
 	if err == nil {
-		if c.dlx, err = conn.Channel(); err == nil {
-			err = c.dlx.Confirm(false)
-		}
+		c.dlx, err = orderevents.NewPublisher(conn)
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("rabbitmq consumer channel: %w", err)
+		return nil, fmt.Errorf("rabbitmq: %w", err)
 	}
 	return c, nil
 }
@@ -81,11 +79,12 @@ func (c *Consumer) Ready() bool { return !c.conn.IsClosed() }
 // Close closes the connection.
 func (c *Consumer) Close() error { return c.conn.Close() }
 
-// Run consumes until ctx ends or the connection is lost. On ctx's end it
-// cancels the subscription, lets every worker finish (and acknowledge) the
-// message it holds, and returns nil.
+// Run consumes until ctx ends, the connection is lost, or the broker ends the
+// subscription. When ctx ends, each worker finishes the message it holds,
+// prefetched messages not yet started go back to the queue, and Run returns nil.
 func (c *Consumer) Run(ctx context.Context) error {
 	const consumerTag = "fulfillment"
+	closed := c.conn.NotifyClose(make(chan *amqp.Error, 1))
 	deliveries, err := c.ch.Consume(orderevents.Queue, consumerTag, false, false, false, false, nil)
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", orderevents.Queue, err)
@@ -94,7 +93,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for range c.workers {
 		wg.Go(func() {
 			for d := range deliveries {
-				c.handle(d)
+				if ctx.Err() != nil {
+					_ = d.Nack(false, true) // stopping: another consumer will take it
+					continue
+				}
+				c.handle(ctx, d)
 			}
 		})
 	}
@@ -107,11 +110,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 	c.log.InfoContext(ctx, "consuming", "queue", orderevents.Queue, "workers", c.workers)
 
-	closed := c.conn.NotifyClose(make(chan *amqp.Error, 1))
 	select {
 	case <-ctx.Done():
-		// Messages already prefetched are still delivered and handled; the
-		// broker sends no new ones.
 		if err := c.ch.Cancel(consumerTag, false); err != nil {
 			c.log.WarnContext(ctx, "cancel consumer", "error", err)
 		}
@@ -119,7 +119,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return nil
 	case amqpErr := <-closed:
 		<-drained
-		return fmt.Errorf("rabbitmq connection lost: %v", amqpErr)
+		if amqpErr == nil {
+			return errors.New("rabbitmq connection closed")
+		}
+		return fmt.Errorf("rabbitmq connection lost: %w", amqpErr)
 	case <-drained:
 		return fmt.Errorf("the broker ended the subscription to %s", orderevents.Queue)
 	}
@@ -127,14 +130,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // handle processes one delivery: it retries a failing message a bounded
 // number of times with growing pauses, then dead-letters it. It acknowledges
-// only after the work is committed (or the dead letter confirmed).
-func (c *Consumer) handle(d amqp.Delivery) {
+// only after the work is committed (or the dead letter confirmed). When stop
+// ends between attempts, the message goes back to the queue instead.
+func (c *Consumer) handle(stop context.Context, d amqp.Delivery) {
 	parent := telemetry.ExtractAMQP(context.Background(), c.tel.Propagator, d.Headers)
-	ctx, span := c.tracer.Start(parent, "process "+orderevents.Queue,
+	opts := []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindConsumer),
-		// The producer's span is the parent, so the order reads as one trace;
-		// the link says the same in the form messaging conventions use for batches.
-		trace.WithLinks(trace.LinkFromContext(parent, attribute.String("messaging.link", "producer"))),
 		trace.WithAttributes(c.peer...),
 		trace.WithAttributes(
 			semconv.MessagingSystemRabbitMQ,
@@ -146,7 +147,14 @@ func (c *Consumer) handle(d amqp.Delivery) {
 			semconv.MessagingMessageID(d.MessageId),
 			semconv.MessagingMessageBodySize(len(d.Body)),
 			semconv.MessagingRabbitMQMessageDeliveryTag(int(d.DeliveryTag)),
-		))
+		),
+	}
+	if producer := trace.SpanContextFromContext(parent); producer.IsValid() {
+		// The producer's span is the parent, so the order reads as one trace;
+		// the link says the same in the form messaging conventions use for batches.
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: producer}))
+	}
+	ctx, span := c.tracer.Start(parent, "process "+orderevents.Queue, opts...)
 	defer span.End()
 	if tenant := baggage.FromContext(ctx).Member("tenant.id").Value(); tenant != "" {
 		span.SetAttributes(attribute.String("tenant.id", tenant))
@@ -160,9 +168,9 @@ func (c *Consumer) handle(d amqp.Delivery) {
 		err     error
 		attempt int
 	)
-	for attempt = 1; attempt <= c.maxAttempts; attempt++ {
+	for attempt = 1; ; attempt++ {
 		orderID, result, err = c.fulfiller.Apply(ctx, d.MessageId, d.Body)
-		if err == nil || errors.Is(err, errPermanent) || attempt == c.maxAttempts {
+		if err == nil || errors.Is(err, errPermanent) || attempt == c.maxAttempts || ctx.Err() != nil {
 			break
 		}
 		pause := c.retryBackoff << (attempt - 1)
@@ -175,9 +183,13 @@ func (c *Consumer) handle(d amqp.Delivery) {
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
+		case <-stop.Done():
+			span.AddEvent("requeued: the consumer is stopping")
+			span.SetAttributes(attribute.Int("fulfillment.attempts", attempt))
+			_ = d.Nack(false, true)
+			return
 		}
 	}
-	attempt = min(attempt, c.maxAttempts)
 	span.SetAttributes(attribute.Int("fulfillment.attempts", attempt))
 
 	if err == nil {
@@ -195,25 +207,24 @@ func (c *Consumer) handle(d amqp.Delivery) {
 }
 
 // deadLetter republishes d to the dead-letter exchange with the reason and the
-// attempt count, then acknowledges it. If that publish is not confirmed, the
-// message is rejected instead and the queue's own dead-lettering moves it.
+// attempt count, then acknowledges it. If that publish is not routed and
+// confirmed, the message is rejected instead and the queue's own
+// dead-lettering moves it.
 func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, cause error, attempts int) {
+	// The message's own deadline may be what failed it; the dead letter gets
+	// a fresh one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orderevents.ConfirmTimeout)
+	defer cancel()
 	headers := amqp.Table{}
 	for k, v := range d.Headers {
 		headers[k] = v
 	}
 	headers[headerDeadLetterReason] = cause.Error()
 	headers[headerDeadLetterAttempts] = int32(attempts)
-	confirm, err := c.dlx.PublishWithDeferredConfirmWithContext(ctx, orderevents.DeadLetterExchange, d.RoutingKey, false, false, amqp.Publishing{
+	err := c.dlx.Publish(ctx, orderevents.DeadLetterExchange, d.RoutingKey, amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, DeliveryMode: amqp.Persistent,
 		MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
 	})
-	if err == nil {
-		var acked bool
-		if acked, err = confirm.WaitContext(ctx); err == nil && !acked {
-			err = errors.New("dead letter not confirmed")
-		}
-	}
 	if err != nil {
 		c.log.ErrorContext(ctx, "dead-letter publish failed; rejecting instead", "error", err)
 		_ = d.Nack(false, false)

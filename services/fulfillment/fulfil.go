@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -102,6 +104,9 @@ func (f *Fulfiller) reserveStock(ctx context.Context, tx pgx.Tx, items []orderev
 	if err != nil {
 		return "", fmt.Errorf("savepoint: %w", err)
 	}
+	// Rows are locked in SKU order, whatever the order's line order, so two
+	// orders for the same products never wait on each other in a cycle.
+	items = slices.SortedFunc(slices.Values(items), func(a, b orderevents.Item) int { return strings.Compare(a.SKU, b.SKU) })
 	for _, it := range items {
 		tag, err := sp.Exec(ctx, "UPDATE products SET stock = stock - $2 WHERE sku = $1 AND stock >= $2", it.SKU, it.Quantity)
 		if err != nil {

@@ -10,10 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
@@ -62,44 +60,33 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	}
 	defer rdb.Close()
 	fulfiller := &Fulfiller{pool: pool, rdb: rdb, tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment")}
-	consumer, err := openConsumer(cfg.AMQPURL, cfg, fulfiller, tel)
+	consumer, err := openConsumer(cfg, fulfiller, tel)
 	if err != nil {
 		return err
 	}
 	defer consumer.Close()
 
-	// The consumer and the health server stop together: when either fails,
-	// the other is told to stop too.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The health server stops first (on a signal, or when the consumer fails),
+	// then the consumer drains: the order STYLE.md gives.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConsuming()
 	consumed := make(chan error, 1)
 	go func() {
-		consumed <- consumer.Run(ctx)
-		cancel()
+		consumed <- consumer.Run(consumeCtx)
+		stopServing()
 	}()
 
-	var ready atomic.Bool
-	r := chi.NewRouter()
-	r.Use(tel.HTTPMiddleware())
-	r.Get("/healthz", httpx.Health)
-	r.Get("/readyz", httpx.Ready(&ready, map[string]func(context.Context) error{
-		"postgres": pool.Ping,
-		"rabbitmq": func(context.Context) error {
-			if !consumer.Ready() {
-				return errors.New("consumer disconnected")
-			}
-			return nil
-		},
-	}))
+	srv := &server{tel: tel, pool: pool, consumer: consumer}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		cancel()
-		<-consumed
-		return fmt.Errorf("listen on HTTP_ADDR: %w", err)
+		stopConsuming()
+		return errors.Join(fmt.Errorf("listen on HTTP_ADDR: %w", err), <-consumed)
 	}
-	serveErr := httpx.Serve(ctx, ln, r, &ready, cfg.ShutdownTimeout, log)
-	cancel()
-	err = errors.Join(serveErr, <-consumed)
+	err = httpx.Serve(serveCtx, ln, srv.routes(), &srv.ready, cfg.ShutdownTimeout, log)
+	stopConsuming()
+	err = errors.Join(err, <-consumed)
 	log.InfoContext(context.WithoutCancel(ctx), "fulfillment stopped", "error", err)
 	return err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // server holds what the handlers need.
@@ -43,7 +45,7 @@ func (s *server) listProducts() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		products, err := s.svc.store.Products(r.Context())
 		if err != nil {
-			s.fail(w, r, errors.Join(ErrUnavailable, err))
+			s.fail(w, r, fmt.Errorf("%w: %w", ErrUnavailable, err))
 			return
 		}
 		httpx.WriteJSON(w, http.StatusOK, products)
@@ -80,6 +82,9 @@ func (s *server) getOrder() http.HandlerFunc {
 			return
 		}
 		order, err := s.svc.store.GetOrder(r.Context(), id)
+		if err != nil && !errors.Is(err, ErrOrderNotFound) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -92,6 +97,10 @@ func (s *server) getOrder() http.HandlerFunc {
 // with the trace, never sent to the client.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	p := problemFor(err)
+	if p.Status >= 500 || p.Status == http.StatusPaymentRequired {
+		// The failure passed through this span on its way to the client.
+		trace.SpanFromContext(r.Context()).RecordError(err)
+	}
 	if p.Status >= 500 {
 		s.tel.Logger.ErrorContext(r.Context(), "request failed", "status", p.Status, "error", err)
 	}

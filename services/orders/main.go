@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -60,7 +61,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		return err
 	}
 	defer cache.Close()
-	publisher, err := openPublisher(ctx, cfg.AMQPURL, tel)
+	publisher, err := openPublisher(cfg.AMQPURL, tel)
 	if err != nil {
 		return err
 	}
@@ -81,7 +82,25 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR: %w", err)
 	}
-	err = httpx.Serve(ctx, ln, srv.routes(), &srv.ready, cfg.ShutdownTimeout, log)
-	log.InfoContext(ctx, "orders stopped", "error", err)
+	// Losing the broker stops the service like a signal does, but as a
+	// failure, so that whatever runs it restarts it.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	go func() {
+		select {
+		case <-publisher.Done():
+			stopServing()
+		case <-serveCtx.Done():
+		}
+	}()
+	err = httpx.Serve(serveCtx, ln, srv.routes(), &srv.ready, cfg.ShutdownTimeout, log)
+	select {
+	case <-publisher.Done():
+		if ctx.Err() == nil {
+			err = errors.Join(err, errors.New("lost the connection to rabbitmq"))
+		}
+	default:
+	}
+	log.InfoContext(context.WithoutCancel(ctx), "orders stopped", "error", err)
 	return err
 }

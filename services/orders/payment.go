@@ -26,7 +26,10 @@ func (p PaymentProvider) Charge(ctx context.Context, orderID string, amountCents
 	select {
 	case <-time.After(p.Latency):
 	case <-ctx.Done():
-		return errors.Join(ErrPaymentUnavailable, ctx.Err())
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return errors.Join(ErrPaymentUnavailable, ctx.Err())
+		}
+		return ctx.Err()
 	}
 	if rand.Float64() < p.FailureRate {
 		return ErrPaymentDeclined

@@ -38,6 +38,9 @@ const (
 	currency = "EUR"
 	stockTTL = 5 * time.Second // short: fulfillment takes stock all the time
 	priceTTL = 5 * time.Minute
+
+	// placeTimeout bounds charging, storing and publishing one order.
+	placeTimeout = 15 * time.Second
 )
 
 // PlaceOrderRequest is the body of POST /orders.
@@ -126,6 +129,12 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (order 
 		return order, err
 	}
 	span.SetAttributes(attribute.Int64("order.total_cents", order.TotalCents))
+
+	// From the charge on, the order is finished even if the client hangs up:
+	// a charge without its order, or an order without its message, is worse
+	// than an answer nobody reads. The span context travels on.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), placeTimeout)
+	defer cancel()
 	if err := s.chargePayment(ctx, order); err != nil {
 		return order, err
 	}

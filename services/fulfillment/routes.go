@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
+)
+
+// server is fulfillment's health and admin HTTP server.
+type server struct {
+	tel      *telemetry.Telemetry
+	pool     *pgxpool.Pool
+	consumer *Consumer
+	ready    atomic.Bool
+}
+
+// routes lists every route of fulfillment's HTTP server.
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.tel.HTTPMiddleware(), httpx.Recover)
+	r.NotFound(httpx.NotFound)
+	r.MethodNotAllowed(httpx.MethodNotAllowed)
+
+	r.Get("/healthz", httpx.Health)
+	r.Get("/readyz", httpx.Ready(&s.ready, map[string]func(context.Context) error{
+		"postgres": s.pool.Ping,
+		"rabbitmq": func(context.Context) error {
+			if !s.consumer.Ready() {
+				return errors.New("consumer disconnected")
+			}
+			return nil
+		},
+	}))
+	return r
+}
