@@ -3,6 +3,7 @@
 SHELL       := bash
 MODULES     := github.com/ordertrace/ordertrace/...
 SERVICES    := gateway orders fulfillment
+GO_MODULES  := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -shuffle=on -count=1 -timeout 12m
@@ -46,8 +47,9 @@ test-services: ## make sure PostgreSQL, Redis and RabbitMQ answer on localhost (
 	@bash scripts/test-services.sh
 
 .PHONY: lint
-lint: bin/staticcheck ## gofmt, go vet and staticcheck
+lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
 	@unformatted=$$(gofmt -l pkg services e2e); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	@for d in $(GO_MODULES); do (cd $$d && GOWORK=off go mod tidy -diff) || { echo "go.mod of $$d is not tidy: run 'go mod tidy' there"; exit 1; }; done
 	go vet $(MODULES)
 	bin/staticcheck $(MODULES)
 
