@@ -57,7 +57,8 @@ fi
 if ! up 127.0.0.1 5672; then
 	echo "test-services: starting RabbitMQ" >&2
 	if have rabbitmq-server; then
-		rabbitmq-server -detached
+		# A node whose app was stopped only needs the app started again.
+		rabbitmqctl start_app >/dev/null 2>&1 || rabbitmq-server -detached
 	else
 		docker_up rabbitmq || true
 	fi
