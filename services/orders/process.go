@@ -110,8 +110,10 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (order 
 		attribute.String("order.id", order.ID),
 		attribute.String("customer.id", order.CustomerID),
 		attribute.Int("order.item_count", len(req.Items)),
-		attribute.String("tenant.id", tenant),
 	))
+	if tenant != "" {
+		span.SetAttributes(attribute.String("tenant.id", tenant))
+	}
 	defer func() {
 		recordError(span, err)
 		span.End()
