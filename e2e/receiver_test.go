@@ -57,6 +57,16 @@ type receiver struct {
 	spans   []span
 	logs    []logRecord
 	metrics []string // metric names
+	points  []point
+}
+
+// point is one data point of a sum, gauge or histogram.
+type point struct {
+	Metric   string
+	Service  string // the resource's service.name
+	Instance string // and its service.instance.id
+	Attrs    map[string]string
+	Value    float64 // sums and gauges; the count for histograms
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -83,15 +93,7 @@ func newReceiver(t *testing.T) *receiver {
 		if !decode(w, req, &msg) {
 			return
 		}
-		r.mu.Lock()
-		for _, rm := range msg.ResourceMetrics {
-			for _, sm := range rm.ScopeMetrics {
-				for _, m := range sm.Metrics {
-					r.metrics = append(r.metrics, m.Name)
-				}
-			}
-		}
-		r.mu.Unlock()
+		r.addMetrics(&msg)
 		reply(w, &colmetrics.ExportMetricsServiceResponse{})
 	})
 	srv := httptest.NewServer(mux)
@@ -151,6 +153,44 @@ func (r *receiver) addSpans(msg *coltrace.ExportTraceServiceRequest) {
 			}
 		}
 	}
+}
+
+func (r *receiver) addMetrics(msg *colmetrics.ExportMetricsServiceRequest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rm := range msg.ResourceMetrics {
+		res := attrs(rm.Resource.GetAttributes())
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				r.metrics = append(r.metrics, m.Name)
+				add := func(a []*commonpb.KeyValue, v float64) {
+					r.points = append(r.points, point{Metric: m.Name, Service: res["service.name"], Instance: res["service.instance.id"], Attrs: attrs(a), Value: v})
+				}
+				for _, dp := range m.GetSum().GetDataPoints() {
+					add(dp.Attributes, dp.GetAsDouble()+float64(dp.GetAsInt()))
+				}
+				for _, dp := range m.GetGauge().GetDataPoints() {
+					add(dp.Attributes, dp.GetAsDouble()+float64(dp.GetAsInt()))
+				}
+				for _, dp := range m.GetHistogram().GetDataPoints() {
+					add(dp.Attributes, float64(dp.Count))
+				}
+			}
+		}
+	}
+}
+
+// Points returns the data points of metric received so far.
+func (r *receiver) Points(metric string) []point {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []point
+	for _, p := range r.points {
+		if p.Metric == metric {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func (r *receiver) addLogs(msg *collogs.ExportLogsServiceRequest) {

@@ -1,0 +1,3 @@
+module github.com/ordertrace/ordertrace/deploy/healthcheck
+
+go 1.26.0
