@@ -16,6 +16,7 @@ import (
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -58,6 +59,13 @@ type receiver struct {
 	logs    []logRecord
 	metrics []string // metric names
 	points  []point
+	shapes  map[string]metricShape
+}
+
+// metricShape is what decides a metric's name in Prometheus.
+type metricShape struct {
+	Type string // counter, updowncounter, gauge, histogram, exphistogram
+	Unit string
 }
 
 // point is one data point of a sum, gauge or histogram.
@@ -163,6 +171,10 @@ func (r *receiver) addMetrics(msg *colmetrics.ExportMetricsServiceRequest) {
 		for _, sm := range rm.ScopeMetrics {
 			for _, m := range sm.Metrics {
 				r.metrics = append(r.metrics, m.Name)
+				if r.shapes == nil {
+					r.shapes = map[string]metricShape{}
+				}
+				r.shapes[m.Name] = shapeOf(m)
 				add := func(a []*commonpb.KeyValue, v float64) {
 					r.points = append(r.points, point{Metric: m.Name, Service: res["service.name"], Instance: res["service.instance.id"], Attrs: attrs(a), Value: v})
 				}
@@ -178,6 +190,34 @@ func (r *receiver) addMetrics(msg *colmetrics.ExportMetricsServiceRequest) {
 			}
 		}
 	}
+}
+
+func shapeOf(m *metricspb.Metric) metricShape {
+	shape := metricShape{Unit: m.Unit}
+	switch {
+	case m.GetSum() != nil && m.GetSum().IsMonotonic:
+		shape.Type = "counter"
+	case m.GetSum() != nil:
+		shape.Type = "updowncounter"
+	case m.GetGauge() != nil:
+		shape.Type = "gauge"
+	case m.GetHistogram() != nil:
+		shape.Type = "histogram"
+	case m.GetExponentialHistogram() != nil:
+		shape.Type = "exphistogram"
+	}
+	return shape
+}
+
+// Shapes returns the type and unit of every metric received so far.
+func (r *receiver) Shapes() map[string]metricShape {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]metricShape, len(r.shapes))
+	for k, v := range r.shapes {
+		out[k] = v
+	}
+	return out
 }
 
 // Points returns the data points of metric received so far.

@@ -65,11 +65,14 @@ if ! up 127.0.0.1 5672; then
 	wait_for RabbitMQ 127.0.0.1 5672 120
 fi
 
-if ! up 127.0.0.1 15672; then
+# The management API (vhosts for the tests) and the Prometheus endpoint
+# (the names the message-flow dashboard queries).
+if ! up 127.0.0.1 15672 || ! up 127.0.0.1 15692; then
 	if have rabbitmq-plugins; then
-		echo "test-services: enabling the RabbitMQ management plugin" >&2
-		rabbitmq-plugins enable rabbitmq_management >/dev/null
+		echo "test-services: enabling the RabbitMQ management and Prometheus plugins" >&2
+		rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus >/dev/null
 	fi
 	wait_for "RabbitMQ management API" 127.0.0.1 15672 60
+	wait_for "RabbitMQ Prometheus endpoint" 127.0.0.1 15692 60
 fi
 echo "test-services: PostgreSQL, Redis and RabbitMQ are up" >&2

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -30,6 +33,21 @@ type Fulfiller struct {
 	pool   *pgxpool.Pool
 	rdb    *redis.Client
 	tracer trace.Tracer
+	delay  metric.Float64Histogram // from order placed to fulfilment applied
+}
+
+// newFulfiller makes a Fulfiller and its metric.
+func newFulfiller(pool *pgxpool.Pool, rdb *redis.Client, tel *telemetry.Telemetry) (*Fulfiller, error) {
+	delay, err := tel.MeterProvider.Meter("github.com/ordertrace/ordertrace/services/fulfillment").Float64Histogram(
+		"fulfillment.order.delay",
+		metric.WithUnit("s"),
+		metric.WithDescription("Time from an order being placed to its fulfilment being committed."),
+		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("fulfillment metrics: %w", err)
+	}
+	return &Fulfiller{pool: pool, rdb: rdb, tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"), delay: delay}, nil
 }
 
 // outcome is what applying a message did.
@@ -84,6 +102,9 @@ func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (o
 	})
 	if err != nil {
 		return ev.OrderID, "", err
+	}
+	if result == outcomeFulfilled || result == outcomeFailed {
+		f.delay.Record(ctx, time.Since(ev.CreatedAt).Seconds(), metric.WithAttributes(attribute.String("fulfillment.outcome", string(result))))
 	}
 	if result == outcomeFulfilled {
 		f.forgetStock(ctx, ev.Items)

@@ -59,7 +59,10 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		return err
 	}
 	defer rdb.Close()
-	fulfiller := &Fulfiller{pool: pool, rdb: rdb, tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment")}
+	fulfiller, err := newFulfiller(pool, rdb, tel)
+	if err != nil {
+		return err
+	}
 	consumer, err := openConsumer(cfg, fulfiller, tel)
 	if err != nil {
 		return err
