@@ -1,0 +1,204 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+const maxStackMemory = 2 << 30 // a workshop laptop must run the default stack
+
+// loadCompose loads docker-compose.yml the way docker compose does, with the
+// given profiles active.
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{"docker-compose.yml"},
+		cli.WithWorkingDirectory("."),
+		cli.WithProfiles(profiles),
+		cli.WithInterpolation(true),
+		cli.WithResolvedPaths(true),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("load docker-compose.yml: %v", err)
+	}
+	return project
+}
+
+// pinned reports whether an image reference names an exact tag.
+func pinned(image string) bool {
+	name, tag, ok := strings.Cut(image[strings.LastIndex(image, "/")+1:], ":")
+	return ok && name != "" && tag != "" && tag != "latest" && !strings.Contains(tag, "$")
+}
+
+// oneShot reports whether another service waits for name to complete.
+func oneShot(p *types.Project, name string) bool {
+	for _, s := range p.Services {
+		if d, ok := s.DependsOn[name]; ok && d.Condition == types.ServiceConditionCompletedSuccessfully {
+			return true
+		}
+	}
+	return false
+}
+
+func TestComposeFile(t *testing.T) {
+	p := loadCompose(t, "*") // every profile: jaeger too
+	if len(p.Services) < 12 {
+		t.Fatalf("%d services, want the suite, its backends and the telemetry stack", len(p.Services))
+	}
+	ports := map[uint32]string{}
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		s := p.Services[name]
+		t.Run(name, func(t *testing.T) {
+			if !pinned(s.Image) {
+				t.Errorf("image %q is not pinned to an exact tag", s.Image)
+			}
+			if s.Build != nil {
+				for k, v := range s.Build.Args {
+					if strings.HasSuffix(k, "IMAGE") && (v == nil || !pinned(*v)) {
+						t.Errorf("build arg %s is not a pinned image", k)
+					}
+				}
+				checkDockerfile(t, filepath.Join(s.Build.Context, s.Build.Dockerfile))
+			}
+			if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
+				if !oneShot(p, name) {
+					t.Error("no healthcheck")
+				}
+			}
+			if s.Deploy == nil || s.Deploy.Resources.Limits == nil || s.Deploy.Resources.Limits.MemoryBytes == 0 {
+				t.Error("no memory limit")
+			}
+			for dep, d := range s.DependsOn {
+				if d.Condition != types.ServiceConditionHealthy && d.Condition != types.ServiceConditionCompletedSuccessfully {
+					t.Errorf("depends on %s with condition %q, want service_healthy", dep, d.Condition)
+				}
+			}
+			for _, v := range s.Volumes {
+				switch v.Type {
+				case types.VolumeTypeBind:
+					if _, err := os.Stat(v.Source); err != nil {
+						t.Errorf("mounts %s, which is not in the repository", v.Source)
+					}
+				case types.VolumeTypeVolume:
+					if _, ok := p.Volumes[v.Source]; !ok {
+						t.Errorf("volume %s is not declared", v.Source)
+					}
+				}
+			}
+			for _, port := range s.Ports {
+				published := port.Published
+				var n uint32
+				fmt.Sscan(published, &n)
+				if other, taken := ports[n]; taken {
+					t.Errorf("host port %d is also published by %s", n, other)
+				}
+				ports[n] = name
+			}
+		})
+	}
+}
+
+// TestComposeMemory prints the default stack's memory limits and checks
+// their sum against what a workshop laptop can give.
+func TestComposeMemory(t *testing.T) {
+	p := loadCompose(t) // default profile only
+	var total int64
+	var lines []string
+	for name, s := range p.Services {
+		if s.Deploy == nil || s.Deploy.Resources.Limits == nil {
+			t.Fatalf("%s has no memory limit", name)
+		}
+		m := int64(s.Deploy.Resources.Limits.MemoryBytes)
+		total += m
+		lines = append(lines, fmt.Sprintf("  %-15s %4d MiB", name, m>>20))
+	}
+	sort.Strings(lines)
+	t.Logf("memory limits of the default stack:\n%s\n  %-15s %4d MiB (limit %d MiB)", strings.Join(lines, "\n"), "total", total>>20, maxStackMemory>>20)
+	if total > maxStackMemory {
+		t.Errorf("memory limits add up to %d MiB, want at most %d MiB", total>>20, maxStackMemory>>20)
+	}
+	if _, ok := p.Services["jaeger"]; ok {
+		t.Error("jaeger runs without its profile")
+	}
+}
+
+// The suite's services take only the variables of ARCHITECTURE.md, and the
+// standard OTEL_* ones, and send their telemetry to the collector.
+func TestComposeServiceConfiguration(t *testing.T) {
+	p := loadCompose(t)
+	allowed := map[string]bool{"HTTP_ADDR": true, "ORDERS_URL": true, "DATABASE_URL": true, "REDIS_URL": true, "AMQP_URL": true, "LOG_LEVEL": true}
+	wantPorts := map[string][]uint32{
+		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
+		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672}, "postgres": {5432}, "redis": {6379},
+	}
+	for name, want := range wantPorts {
+		s, ok := p.Services[name]
+		if !ok {
+			t.Errorf("service %s is missing", name)
+			continue
+		}
+		var got []uint32
+		for _, port := range s.Ports {
+			var n uint32
+			fmt.Sscan(port.Published, &n)
+			if port.Target != n {
+				t.Errorf("%s maps host port %d to %d; ARCHITECTURE.md's ports are the same inside and out", name, n, port.Target)
+			}
+			got = append(got, n)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s publishes %v, want %v", name, got, want)
+		}
+	}
+	for _, name := range []string{"gateway", "orders", "fulfillment"} {
+		s := p.Services[name]
+		for k := range s.Environment {
+			if !allowed[k] && !strings.HasPrefix(k, "OTEL_") {
+				t.Errorf("%s is configured with %s, which is not a variable of ARCHITECTURE.md", name, k)
+			}
+		}
+		if v := s.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]; v == nil || !strings.HasPrefix(*v, "http://otel-collector:") {
+			t.Errorf("%s exports to %v, want the collector", name, v)
+		}
+	}
+	for name, s := range p.Services {
+		if v, ok := s.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]; ok && (v == nil || !strings.HasPrefix(*v, "http://otel-collector:")) {
+			t.Errorf("%s: OTEL_EXPORTER_OTLP_ENDPOINT = %v, want the collector", name, v)
+		}
+	}
+}
+
+var fromLine = regexp.MustCompile(`(?m)^ARG (\w*IMAGE)=(\S+)$`)
+
+// checkDockerfile checks that every base image a Dockerfile defaults to is
+// pinned, and that the services' image runs as non-root.
+func checkDockerfile(t *testing.T, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("Dockerfile: %v", err)
+	}
+	for _, m := range fromLine.FindAllStringSubmatch(string(raw), -1) {
+		if !pinned(m[2]) {
+			t.Errorf("%s: %s=%s is not pinned", filepath.Base(path), m[1], m[2])
+		}
+	}
+	if strings.Contains(string(raw), "ENTRYPOINT [\"/service\"]") && !strings.Contains(string(raw), "USER nonroot") {
+		t.Errorf("%s: the service image does not run as non-root", path)
+	}
+}
