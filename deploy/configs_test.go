@@ -1,0 +1,259 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// A schema is the key tree a program accepts: a map of key to sub-schema,
+// any for "any value", or listOf for a list whose items follow a schema.
+type schema = map[string]any
+
+type listOf struct{ item schema }
+
+var any_ = struct{}{}
+
+func readYAML(t *testing.T, path string) map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return doc
+}
+
+// unknownKeys lists every key of doc that s does not accept, as dotted paths.
+func unknownKeys(doc map[string]any, s schema, prefix string) []string {
+	var bad []string
+	for k, v := range doc {
+		sub, ok := s[k]
+		path := prefix + k
+		switch {
+		case !ok:
+			bad = append(bad, path)
+		case sub == any_:
+		default:
+			switch sub := sub.(type) {
+			case schema:
+				if m, ok := v.(map[string]any); ok {
+					bad = append(bad, unknownKeys(m, sub, path+".")...)
+				} else if v != nil {
+					bad = append(bad, path+" (want a map)")
+				}
+			case listOf:
+				items, _ := v.([]any)
+				for i, it := range items {
+					if m, ok := it.(map[string]any); ok {
+						bad = append(bad, unknownKeys(m, sub.item, fmt.Sprintf("%s[%d].", path, i))...)
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}
+
+func lookup(doc map[string]any, path string) any {
+	var cur any = doc
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}
+
+// tempoSchema is what Tempo 3.0 accepts, from its configuration reference
+// (grafana.com/docs/tempo/v3.0.x/configuration/ and docs/sources/tempo/
+// configuration/_index.md in the Tempo repository at v3.0.x), limited below
+// the top level to the sections this suite uses.
+var tempoSchema = schema{
+	"target": any_, "multitenancy_enabled": any_, "http_api_prefix": any_, "stream_over_http_enabled": any_,
+	"span_profiling": any_, "shutdown_delay": any_, "enable_go_runtime_metrics": any_, "memory": any_,
+	"internal_server": any_, "live_store_client": any_, "ingest": any_, "block_builder": any_, "memberlist": any_,
+	"cache": any_, "backend_scheduler": any_, "backend_scheduler_client": any_, "querier": any_,
+	"server": schema{"http_listen_port": any_, "grpc_listen_port": any_, "http_listen_address": any_,
+		"grpc_listen_address": any_, "log_level": any_, "log_format": any_},
+	"distributor": schema{"receivers": any_, "log_received_spans": any_, "log_discarded_spans": any_,
+		"metric_received_spans": any_, "retry_after_on_resource_exhausted": any_},
+	"live_store": schema{"wal": schema{"path": any_}, "max_block_duration": any_, "max_block_bytes": any_,
+		"complete_block_timeout": any_, "max_trace_idle": any_, "max_trace_live": any_, "flush_check_period": any_,
+		"fail_on_high_lag": any_, "shutdown_marker_dir": any_},
+	"query_frontend": schema{"query_end_cutoff": any_, "max_outstanding_per_tenant": any_, "max_retries": any_,
+		"search": schema{"query_backend_after": any_, "concurrent_jobs": any_, "target_bytes_per_job": any_,
+			"default_result_limit": any_, "max_result_limit": any_, "max_duration": any_},
+		"metrics": schema{"query_backend_after": any_, "concurrent_jobs": any_, "max_duration": any_}},
+	"storage": schema{"trace": schema{"backend": any_, "local": schema{"path": any_}, "wal": schema{"path": any_},
+		"block": schema{"version": any_}, "pool": any_, "s3": any_, "gcs": any_, "azure": any_, "cache": any_}},
+	"metrics_generator": schema{
+		"ring": any_, "metrics_ingestion_time_range_slack": any_, "query_timeout": any_,
+		"registry": schema{"external_labels": any_, "collection_interval": any_, "stale_duration": any_,
+			"inject_tenant_id_as": any_, "max_label_name_length": any_, "max_label_value_length": any_},
+		"storage": schema{"path": any_, "wal": any_, "remote_write": any_, "remote_write_flush_deadline": any_,
+			"remote_write_add_org_id_header": any_},
+		"processor": schema{
+			"service_graphs": schema{"wait": any_, "max_items": any_, "workers": any_, "histogram_buckets": any_,
+				"dimensions": any_, "enable_client_server_prefix": any_, "peer_attributes": any_,
+				"span_multiplier_key": any_, "enable_messaging_system_latency_histogram": any_,
+				"enable_virtual_node_label": any_},
+			"span_metrics": any_, "host_info": any_},
+	},
+	"overrides": schema{"defaults": schema{
+		"metrics_generator": schema{"processors": any_, "collection_interval": any_, "max_active_series": any_},
+		"compaction": any_, "ingestion": any_, "global": any_, "read": any_, "forwarders": any_, "storage": any_},
+		"per_tenant_override_config": any_, "enable_legacy_overrides": any_},
+	"backend_worker": schema{"compaction": schema{"block_retention": any_, "compacted_block_retention": any_}, "ring": any_},
+	"usage_report": schema{"reporting_enabled": any_},
+}
+
+// tempo2Keys are accepted by Tempo 2 and refused by Tempo 3 (Tempo 3
+// upgrade guide, "Removed configuration").
+var tempo2Keys = []string{
+	"ingester", "ingester_client", "compactor", "metrics_generator_client", "partition_ring_live_store",
+	"query_frontend.search.query_ingesters_until", "metrics_generator.traces_storage",
+	"metrics_generator.processor.local_blocks", "querier.query_live_store", "overrides.metrics_generator_processors",
+}
+
+func TestTempoConfig(t *testing.T) {
+	doc := readYAML(t, "tempo/tempo.yaml")
+	if bad := unknownKeys(doc, tempoSchema, ""); len(bad) > 0 {
+		t.Errorf("tempo.yaml has keys Tempo 3 does not accept: %v", bad)
+	}
+	for _, k := range tempo2Keys {
+		if lookup(doc, k) != nil {
+			t.Errorf("tempo.yaml has the Tempo 2 key %s, which Tempo 3 refuses", k)
+		}
+	}
+	// No cut-off hides the newest traces, and the cut-off Tempo has must stay
+	// below the point where searches go to the backend.
+	cutoff, _ := time.ParseDuration(fmt.Sprint(lookup(doc, "query_frontend.query_end_cutoff")))
+	backendAfter, err := time.ParseDuration(fmt.Sprint(lookup(doc, "query_frontend.search.query_backend_after")))
+	if err != nil || cutoff != 0 || cutoff >= backendAfter {
+		t.Errorf("query_end_cutoff %v, query_backend_after %v: want no cut-off, below query_backend_after", cutoff, backendAfter)
+	}
+	processors, _ := lookup(doc, "overrides.defaults.metrics_generator.processors").([]any)
+	if !slices.Contains(processors, any("service-graphs")) {
+		t.Errorf("metrics generator processors = %v, want service-graphs", processors)
+	}
+	rw, _ := lookup(doc, "metrics_generator.storage.remote_write").([]any)
+	if len(rw) != 1 || lookup(rw[0].(map[string]any), "send_exemplars") != true ||
+		!strings.HasPrefix(fmt.Sprint(lookup(rw[0].(map[string]any), "url")), "http://prometheus:9090/") {
+		t.Errorf("remote_write = %v, want Prometheus with exemplars", rw)
+	}
+}
+
+// lokiSchema is what Loki 3.7 accepts (pkg/loki/loki.go and the
+// configuration reference, docs/sources/shared/configuration.md at v3.7.x),
+// limited below the top level to the sections this suite uses.
+var lokiSchema = func() schema {
+	attrs := listOf{schema{"action": any_, "attributes": any_, "regex": any_}}
+	s := schema{
+		"auth_enabled": any_,
+		"server":       schema{"http_listen_port": any_, "grpc_listen_port": any_, "log_level": any_, "log_format": any_},
+		"common": schema{"instance_addr": any_, "path_prefix": any_, "replication_factor": any_,
+			"storage": schema{"filesystem": schema{"chunks_directory": any_, "rules_directory": any_}},
+			"ring":    schema{"kvstore": schema{"store": any_}}},
+		"schema_config": schema{"configs": listOf{schema{"from": any_, "store": any_, "object_store": any_, "schema": any_,
+			"index": schema{"prefix": any_, "period": any_}}}},
+		"limits_config": schema{"allow_structured_metadata": any_, "retention_period": any_,
+			"otlp_config": schema{
+				"resource_attributes": schema{"ignore_defaults": any_, "attributes_config": attrs},
+				"scope_attributes":    attrs, "log_attributes": attrs}},
+		"query_range":      schema{"results_cache": schema{"cache": schema{"embedded_cache": schema{"enabled": any_, "max_size_mb": any_}}}},
+		"pattern_ingester": schema{"enabled": any_},
+		"analytics":        schema{"reporting_enabled": any_},
+	}
+	for _, k := range []string{"target", "ballast_bytes", "internal_server", "distributor", "querier", "query_scheduler",
+		"frontend", "ruler", "ruler_storage", "ingester_client", "ingester", "block_builder", "block_scheduler",
+		"index_gateway", "bloom_build", "bloom_gateway", "storage_config", "chunk_store_config", "compactor",
+		"compactor_client", "compactor_grpc_client", "frontend_worker", "table_manager", "memberlist", "kafka_config",
+		"runtime_config", "operational_config", "tracing", "profiling", "shutdown_delay", "metrics_namespace"} {
+		s[k] = any_
+	}
+	return s
+}()
+
+func TestLokiConfig(t *testing.T) {
+	doc := readYAML(t, "loki/loki.yaml")
+	if bad := unknownKeys(doc, lokiSchema, ""); len(bad) > 0 {
+		t.Errorf("loki.yaml has keys Loki 3 does not accept: %v", bad)
+	}
+	check := func(path string, labelsAllowed bool) {
+		var entries []any
+		if v, ok := lookup(doc, path).([]any); ok {
+			entries = v
+		}
+		for i, e := range entries {
+			m := e.(map[string]any)
+			action := fmt.Sprint(m["action"])
+			if !slices.Contains([]string{"index_label", "structured_metadata", "drop"}, action) ||
+				(!labelsAllowed && action == "index_label") {
+				t.Errorf("%s[%d]: action %q is not allowed here", path, i, action)
+			}
+			if (m["attributes"] == nil) == (m["regex"] == nil) {
+				t.Errorf("%s[%d]: set exactly one of attributes and regex", path, i)
+			}
+		}
+	}
+	check("limits_config.otlp_config.resource_attributes.attributes_config", true)
+	check("limits_config.otlp_config.log_attributes", false)
+	// service.name is the index label service_name; the log records' trace
+	// context stays structured metadata (Loki's OTLP default for trace_id and
+	// span_id), which structured metadata must be allowed for.
+	if lookup(doc, "limits_config.allow_structured_metadata") != true {
+		t.Error("structured metadata is not allowed: trace_id and span_id would be lost")
+	}
+	labels := fmt.Sprint(lookup(doc, "limits_config.otlp_config.resource_attributes.attributes_config"))
+	if !strings.Contains(labels, "service.name") {
+		t.Errorf("service.name is not an index label: %s", labels)
+	}
+	if strings.Contains(fmt.Sprint(doc), "trace_id") {
+		t.Error("loki.yaml names trace_id: it must stay structured metadata, never an index label")
+	}
+}
+
+func TestPrometheusConfig(t *testing.T) {
+	doc := readYAML(t, "prometheus/prometheus.yml")
+	if lookup(doc, "storage.exemplars.max_exemplars") == nil {
+		t.Error("no exemplar storage configured")
+	}
+	if lookup(doc, "global.scrape_native_histograms") != true {
+		t.Error("native histograms are not scraped")
+	}
+	targets := map[string]bool{}
+	jobs, _ := doc["scrape_configs"].([]any)
+	for _, j := range jobs {
+		for _, sc := range lookup(j.(map[string]any), "static_configs").([]any) {
+			for _, tg := range sc.(map[string]any)["targets"].([]any) {
+				targets[fmt.Sprint(tg)] = true
+			}
+		}
+	}
+	for _, want := range []string{"otel-collector:8888", "rabbitmq:15692"} {
+		if !targets[want] {
+			t.Errorf("no scrape job for %s", want)
+		}
+	}
+	// The receivers are switched on by flags in the compose file.
+	p := loadCompose(t)
+	flags := strings.Join(p.Services["prometheus"].Command, " ")
+	for _, f := range []string{"--web.enable-otlp-receiver", "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"} {
+		if !strings.Contains(flags, f) {
+			t.Errorf("prometheus runs without %s", f)
+		}
+	}
+}
