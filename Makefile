@@ -8,6 +8,11 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -shuffle=on -count=1 -timeout 12m
 
+COMPOSE     := docker compose -f deploy/docker-compose.yml
+# PROFILE=jaeger adds Jaeger v2, fed by the collector.
+PROFILE     ?=
+COMPOSE_ENV := COMPOSE_PROFILES=$(PROFILE) COLLECTOR_OVERLAY=$(if $(PROFILE),$(PROFILE),none)
+
 # Where `make run` finds the backing services (the machine's own, by default).
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ordertrace?sslmode=disable
 REDIS_URL    ?= redis://127.0.0.1:6379/0
@@ -20,10 +25,26 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: up
-up: ## start the whole stack with Docker (the compose file arrives with deploy/)
-	@if [ -f deploy/docker-compose.yml ]; then docker compose -f deploy/docker-compose.yml up -d --build --wait; \
-	else echo "The Docker stack (collector, Tempo, Loki, Prometheus, Grafana) is not in this version yet."; \
-	     echo "Until it is, 'make run' starts the three services against local PostgreSQL, Redis and RabbitMQ."; exit 1; fi
+up: ## build and start the whole stack in Docker, wait until every container is healthy, print the URLs
+	$(COMPOSE_ENV) VERSION=$(VERSION) $(COMPOSE) up -d --build --wait
+	@echo
+	@echo "  Grafana      http://localhost:3000   (dashboards; Explore for traces, logs, metrics)"
+	@echo "  gateway      http://localhost:8080   (make order places an order)"
+	@echo "  RabbitMQ     http://localhost:15672  (guest / guest)"
+	@echo "  Prometheus   http://localhost:9090"
+	@if [ "$(PROFILE)" = jaeger ]; then echo "  Jaeger       http://localhost:16686"; fi
+
+.PHONY: down
+down: ## stop the stack, keeping its data
+	$(COMPOSE_ENV) $(COMPOSE) --profile jaeger down
+
+.PHONY: logs
+logs: ## follow the logs of every container
+	$(COMPOSE) logs -f --tail=50
+
+.PHONY: ps
+ps: ## list the stack's containers and their health
+	$(COMPOSE) --profile jaeger ps
 
 .PHONY: build
 build: $(addprefix bin/,$(SERVICES)) ## build bin/gateway, bin/orders and bin/fulfillment
@@ -72,10 +93,10 @@ run: build test-services ## run the three services locally (Ctrl-C stops them); 
 	DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' AMQP_URL='$(AMQP_URL)' bash scripts/run-local.sh
 
 .PHONY: order
-order: ## place one order through the gateway and print the answer
-	@curl -sS -i -X POST http://localhost:8080/api/orders -H 'Content-Type: application/json' -H 'X-Tenant-ID: acme' \
-		-d '{"customer_id":"cust-1","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":2}]}'; echo
+order: ## place one sample order through the gateway and print the link to its trace in Grafana
+	@bash scripts/order.sh
 
 .PHONY: clean
-clean: ## remove what the build wrote
+clean: ## stop the stack and delete its volumes (all its data), and remove bin/
+	-$(COMPOSE) --profile jaeger down --volumes --remove-orphans
 	rm -rf bin
