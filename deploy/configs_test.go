@@ -114,10 +114,10 @@ var tempoSchema = schema{
 	},
 	"overrides": schema{"defaults": schema{
 		"metrics_generator": schema{"processors": any_, "collection_interval": any_, "max_active_series": any_},
-		"compaction": any_, "ingestion": any_, "global": any_, "read": any_, "forwarders": any_, "storage": any_},
+		"compaction":        any_, "ingestion": any_, "global": any_, "read": any_, "forwarders": any_, "storage": any_},
 		"per_tenant_override_config": any_, "enable_legacy_overrides": any_},
 	"backend_worker": schema{"compaction": schema{"block_retention": any_, "compacted_block_retention": any_}, "ring": any_},
-	"usage_report": schema{"reporting_enabled": any_},
+	"usage_report":   schema{"reporting_enabled": any_},
 }
 
 // tempo2Keys are accepted by Tempo 2 and refused by Tempo 3 (Tempo 3
