@@ -69,14 +69,14 @@ test-services: ## make sure PostgreSQL, Redis and RabbitMQ answer on localhost (
 
 .PHONY: lint
 lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
-	@unformatted=$$(gofmt -l pkg services e2e); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	@unformatted=$$(gofmt -l pkg services e2e deploy); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	@for d in $(GO_MODULES); do (cd $$d && GOWORK=off go mod tidy -diff) || { echo "go.mod of $$d is not tidy: run 'go mod tidy' there"; exit 1; }; done
 	go vet $(MODULES)
 	bin/staticcheck $(MODULES)
 
 .PHONY: fmt
 fmt: ## format the code
-	gofmt -w pkg services e2e
+	gofmt -w pkg services e2e deploy
 
 .PHONY: vuln
 vuln: ## check dependencies for known vulnerabilities (needs the Go vulnerability database online)

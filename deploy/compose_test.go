@@ -143,7 +143,7 @@ func TestComposeServiceConfiguration(t *testing.T) {
 	allowed := map[string]bool{"HTTP_ADDR": true, "ORDERS_URL": true, "DATABASE_URL": true, "REDIS_URL": true, "AMQP_URL": true, "LOG_LEVEL": true}
 	wantPorts := map[string][]uint32{
 		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
-		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672}, "postgres": {5432}, "redis": {6379},
+		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672, 15692}, "postgres": {5432}, "redis": {6379},
 	}
 	for name, want := range wantPorts {
 		s, ok := p.Services[name]
