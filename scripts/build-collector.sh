@@ -21,6 +21,13 @@ if [ -x "$bin" ]; then
 fi
 
 mkdir -p "$cache"
+# Two test packages may ask at once: one builds, the other waits for it.
+exec 9>"$cache/otelcol.lock"
+flock 9
+if [ -x "$bin" ]; then
+	echo "$bin"
+	exit 0
+fi
 work=$(mktemp -d "$cache/otelcol-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
