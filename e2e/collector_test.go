@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ordertrace/ordertrace/pkg/orderevents"
-	amqp "github.com/rabbitmq/amqp091-go"
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -175,7 +173,7 @@ func TestCollectorPipeline(t *testing.T) {
 
 	// An error trace that is fast: a message fulfillment cannot apply.
 	errorTrace := "5bf92f3577b34da6a3ce929d0e0e4736"
-	publishPoison(t, s.env.AMQPURL, errorTrace)
+	publishPoison(t, s.env.AMQPURL, errorTrace, "poison-"+errorTrace, "")
 
 	// A misbehaving client of the collector sends secrets directly.
 	sendSecrets(t, col.OTLPHTTP)
@@ -248,33 +246,6 @@ func calls(r *receiver, service, spanName string) int {
 		total += v
 	}
 	return int(total)
-}
-
-// publishPoison publishes an order.created message for an order that does
-// not exist, carrying traceID: fulfillment retries, then dead-letters it,
-// with an ERROR span in that trace.
-func publishPoison(t *testing.T, amqpURL, traceID string) {
-	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(orderevents.OrderCreated{
-		OrderID: "0190b5c4-0000-7000-8000-00000000beef", Items: []orderevents.Item{{SKU: "MUG-CERAMIC", Quantity: 1}},
-		TotalCents: 1490, Currency: "EUR", CreatedAt: time.Now(),
-	})
-	err = ch.PublishWithContext(t.Context(), orderevents.Exchange, orderevents.RoutingKeyCreated, true, false, amqp.Publishing{
-		Headers:     amqp.Table{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"},
-		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: "poison-" + traceID, Body: body,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 const directTrace = "6cf92f3577b34da6a3ce929d0e0e4736"

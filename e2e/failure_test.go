@@ -188,6 +188,40 @@ func TestRejectedRequests(t *testing.T) {
 	}
 }
 
+// poisonParent is the span ID that publishPoison's messages name as parent.
+const poisonParent = "00f067aa0ba902b7"
+
+// publishPoison publishes, as some other producer might, an order.created
+// message for an order that does not exist, in the trace traceID (and with
+// the W3C baggage header baggage, if not empty): fulfillment retries it,
+// then dead-letters it, with an ERROR CONSUMER span in that trace.
+func publishPoison(t *testing.T, amqpURL, traceID, messageID, baggage string) {
+	t.Helper()
+	conn, err := amqp.Dial(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(orderevents.OrderCreated{
+		OrderID: "0190b5c4-0000-7000-8000-00000000dead", Items: []orderevents.Item{{SKU: "MUG-CERAMIC", Quantity: 1}},
+		TotalCents: 1490, Currency: "EUR", CreatedAt: time.Now(),
+	})
+	headers := amqp.Table{"traceparent": "00-" + traceID + "-" + poisonParent + "-01"}
+	if baggage != "" {
+		headers["baggage"] = baggage
+	}
+	err = ch.PublishWithContext(t.Context(), orderevents.Exchange, orderevents.RoutingKeyCreated, true, false, amqp.Publishing{
+		Headers: headers, ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: messageID, Body: body,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPoisonMessageDeadLettered publishes, as some other producer might, a
 // message for an order that does not exist. Fulfillment tries it the bounded
 // number of times, dead-letters it with the reason, continues the producer's
@@ -195,6 +229,9 @@ func TestRejectedRequests(t *testing.T) {
 func TestPoisonMessageDeadLettered(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, map[string]string{"FULFILLMENT_MAX_ATTEMPTS": "3", "FULFILLMENT_RETRY_BACKOFF": "20ms"})
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	publishPoison(t, s.env.AMQPURL, traceID, "poison-1", "tenant.id=globex")
 
 	conn, err := amqp.Dial(s.env.AMQPURL)
 	if err != nil {
@@ -205,22 +242,6 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const (
-		traceID  = "4bf92f3577b34da6a3ce929d0e0e4736"
-		parentID = "00f067aa0ba902b7"
-	)
-	body, _ := json.Marshal(orderevents.OrderCreated{
-		OrderID: "0190b5c4-0000-7000-8000-00000000dead", Items: []orderevents.Item{{SKU: "MUG-CERAMIC", Quantity: 1}},
-		TotalCents: 1490, Currency: "EUR", CreatedAt: time.Now(),
-	})
-	err = ch.PublishWithContext(t.Context(), orderevents.Exchange, orderevents.RoutingKeyCreated, true, false, amqp.Publishing{
-		Headers:     amqp.Table{"traceparent": "00-" + traceID + "-" + parentID + "-01", "baggage": "tenant.id=globex"},
-		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: "poison-1", Body: body,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	var dead amqp.Delivery
 	waitFor(t, 15*time.Second, "the message in the dead-letter queue", func() bool {
 		d, ok, err := ch.Get(orderevents.DeadLetterQueue, true)
@@ -232,7 +253,7 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	})
 	if dead.MessageId != "poison-1" || dead.Headers["x-fulfillment-attempts"] != int32(3) ||
 		!strings.Contains(fmt.Sprint(dead.Headers["x-fulfillment-error"]), "order not found") ||
-		dead.Headers["traceparent"] != "00-"+traceID+"-"+parentID+"-01" {
+		dead.Headers["traceparent"] != "00-"+traceID+"-"+poisonParent+"-01" {
 		t.Errorf("dead letter = id %q headers %v; want poison-1 with 3 attempts, the reason and the original traceparent", dead.MessageId, dead.Headers)
 	}
 
@@ -243,8 +264,8 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	spans := s.otlp.Trace(traceID)
 	t.Logf("poison message trace:\n%s", tree(spans))
 	consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
-	if consume.ParentID != parentID || len(consume.Links) != 1 || consume.Links[0] != parentID {
-		t.Errorf("CONSUMER parent %s links %v; want the producer's span %s as both", consume.ParentID, consume.Links, parentID)
+	if consume.ParentID != poisonParent || len(consume.Links) != 1 || consume.Links[0] != poisonParent {
+		t.Errorf("CONSUMER parent %s links %v; want the producer's span %s as both", consume.ParentID, consume.Links, poisonParent)
 	}
 	wantAttrs(t, consume, map[string]string{
 		"fulfillment.attempts": "3", "fulfillment.dead_lettered": "true", "error.type": "order_not_found", "tenant.id": "globex",
