@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,8 +205,27 @@ func TestGoldenTrace(t *testing.T) {
 	wantAttrs(t, publish, map[string]string{
 		"messaging.system": "rabbitmq", "messaging.destination.name": "orders",
 		"messaging.rabbitmq.destination.routing_key": "order.created", "messaging.message.id": "*",
-		"messaging.operation.type": "send",
+		"messaging.operation.type": "create", // stored in the outbox with the order; the relay sends it
 	})
+	wantClientChild(t, spans, publish, "postgresql") // the outbox row, in the order's transaction
+
+	// The relay's send is a trace of its own, linked to the message's creation.
+	waitFor(t, 5*time.Second, "the relay's send span", func() bool {
+		for _, sp := range s.otlp.Spans() {
+			if sp.Name == "send orders" && slices.Contains(sp.Links, publish.SpanID) {
+				return true
+			}
+		}
+		return false
+	})
+	for _, sp := range s.otlp.Spans() {
+		if sp.Name == "send orders" && slices.Contains(sp.Links, publish.SpanID) {
+			if sp.Kind != producer || sp.ParentID != "" || sp.Attrs["messaging.message.id"] != publish.Attrs["messaging.message.id"] ||
+				sp.Attrs["messaging.operation.type"] != "send" {
+				t.Errorf("relay span %+v, want a root PRODUCER send of the same message", sp)
+			}
+		}
+	}
 	wantAttrs(t, consume, map[string]string{
 		"messaging.system": "rabbitmq", "messaging.operation.type": "process",
 		"messaging.message.id": publish.Attrs["messaging.message.id"],

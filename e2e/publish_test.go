@@ -70,37 +70,47 @@ func TestConcurrentOrders(t *testing.T) {
 	}
 }
 
-// TestUnroutableOrderIsRolledBack removes the queue's binding, so the broker
-// returns the mandatory message: the order must be refused with 503 and
-// rolled back, not reported as placed.
-func TestUnroutableOrderIsRolledBack(t *testing.T) {
+// TestRelayRecoversFromUnroutableMessages removes the queue's binding while
+// the relay is connected, so the broker returns the next order's message
+// (mandatory). The order is still answered 201: it is committed with its
+// message. The relay's send fails as "not routed" (an ERROR span), the row
+// stays in the outbox, and the relay backs off, reconnects, declares the
+// topology again (which restores the binding) and delivers it.
+func TestRelayRecoversFromUnroutableMessages(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, nil)
+	const body = `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`
 
+	status, _, first := s.placeOrder(t, body, nil) // connects the relay
+	if status != http.StatusCreated || s.waitStatus(t, first.OrderID) != "fulfilled" {
+		t.Fatalf("first order: status %d", status)
+	}
 	binding := fmt.Sprintf("/api/bindings/%s/e/%s/q/%s/%s", url.PathEscape(s.env.VHost), orderevents.Exchange,
 		url.PathEscape(orderevents.Queue), orderevents.RoutingKeyCreated)
 	if err := rabbitDo(http.MethodDelete, binding, nil, nil); err != nil {
 		t.Fatalf("unbind: %v", err)
 	}
-	status, h, body := s.call(t, http.MethodPost, "/api/orders", "application/json",
-		[]byte(`{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`), nil)
-	if status != http.StatusServiceUnavailable {
-		t.Fatalf("status = %d, want 503; body %s", status, body)
+
+	status, _, order := s.placeOrder(t, body, nil)
+	if status != http.StatusCreated {
+		t.Fatalf("status = %d, want 201 (the order is stored with its message)", status)
 	}
-	traceID := traceIDFromHeader(t, h)
-	waitFor(t, 5*time.Second, "the PRODUCER span", func() bool {
-		for _, sp := range s.otlp.Trace(traceID) {
-			if sp.Kind == producer {
-				return true
+	if got := s.waitStatus(t, order.OrderID); got != "fulfilled" {
+		t.Fatalf("order status = %q, want fulfilled once the relay has recovered", got)
+	}
+	var failed, delivered bool
+	waitFor(t, 5*time.Second, "the failed and the successful send spans", func() bool {
+		failed, delivered = false, false
+		for _, sp := range s.otlp.Spans() {
+			if sp.Name != "send orders" {
+				continue
 			}
+			failed = failed || (sp.Status == statusError && hasException(sp, "not routed") && sp.Attrs["outbox.attempts"] == "1")
+			delivered = delivered || (sp.Status != statusError && sp.Attrs["outbox.attempts"] == "2")
 		}
-		return false
+		return failed && delivered
 	})
-	publish := find(t, s.otlp.Trace(traceID), "orders", producer, "publish orders")
-	if publish.Status != statusError || !hasException(publish, "not routed") {
-		t.Errorf("PRODUCER status %v events %+v, want ERROR with a 'not routed' exception", publish.Status, publish.Events)
-	}
-	if n := s.env.queryInt(t, "SELECT count(*) FROM orders"); n != 0 {
-		t.Errorf("%d orders stored, want 0 (rolled back)", n)
+	if n := s.env.queryInt(t, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"); n != 0 {
+		t.Errorf("%d outbox rows still unsent", n)
 	}
 }

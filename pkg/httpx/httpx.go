@@ -109,13 +109,29 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // the current span as an error: the request failed, not the client.
 func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	span := trace.SpanFromContext(r.Context())
-	if sc := span.SpanContext(); sc.IsValid() {
-		p.TraceID = sc.TraceID().String()
-	}
 	if p.Status >= 500 || p.Status == http.StatusPaymentRequired {
 		span.SetStatus(codes.Error, p.Title)
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	WriteRaw(w, p.Status, ProblemBody(r, p))
+}
+
+// ProblemBody returns p as JSON, stamped with the current trace ID.
+func ProblemBody(r *http.Request, p *Problem) []byte {
+	if sc := trace.SpanFromContext(r.Context()).SpanContext(); sc.IsValid() {
+		p.TraceID = sc.TraceID().String()
+	}
+	b, _ := json.Marshal(p)
+	return append(b, '\n')
+}
+
+// WriteRaw writes an already encoded JSON body: a problem for a status of
+// 400 and above, a plain JSON document otherwise.
+func WriteRaw(w http.ResponseWriter, status int, body []byte) {
+	ct := "application/json"
+	if status >= 400 {
+		ct = "application/problem+json"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }

@@ -108,8 +108,10 @@ func (s *server) forward(w http.ResponseWriter, r *http.Request, method, path st
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		w.Header().Set("Content-Type", ct)
+	for _, h := range []string{"Content-Type", "Idempotent-Replayed"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
 	}
 	if method == http.MethodPost && resp.StatusCode == http.StatusCreated {
 		var created struct {

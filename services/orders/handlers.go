@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -29,16 +31,10 @@ type PlaceOrderResponse struct {
 	TraceID    string `json:"trace_id"`
 }
 
+// readyz needs PostgreSQL only: orders are stored with their messages, so
+// the service takes orders while RabbitMQ is away and the relay catches up.
 func (s *server) readyz() http.HandlerFunc {
-	return httpx.Ready(&s.ready, map[string]func(context.Context) error{
-		"postgres": s.svc.store.Ping,
-		"rabbitmq": func(context.Context) error {
-			if !s.svc.publisher.Ready() {
-				return errors.New("publisher closed")
-			}
-			return nil
-		},
-	})
+	return httpx.Ready(&s.ready, map[string]func(context.Context) error{"postgres": s.svc.store.Ping})
 }
 
 func (s *server) listProducts() http.HandlerFunc {
@@ -63,15 +59,87 @@ func (s *server) placeOrder() http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
-		order, err := s.svc.PlaceOrder(r.Context(), req)
+		idem, answered := s.claimKey(w, r, req)
+		if answered {
+			return
+		}
+		order, err := s.svc.PlaceOrder(r.Context(), req, idem)
 		if err != nil {
+			p := problemFor(err)
+			if idem != nil {
+				s.settleKey(r, *idem, p)
+			}
 			s.fail(w, r, err)
 			return
 		}
-		httpx.WriteJSON(w, http.StatusCreated, PlaceOrderResponse{
-			OrderID: order.ID, Status: order.Status, TotalCents: order.TotalCents, TraceID: order.TraceID,
-		})
+		// The very bytes an Idempotency-Key replays.
+		httpx.WriteRaw(w, http.StatusCreated, answerBody(order))
 	}
+}
+
+// claimKey claims the request's Idempotency-Key, if it has one. It answers
+// the request itself (and says so) when the key cannot be used, or when the
+// same request was answered before: then it replays that answer, marked with
+// an Idempotent-Replayed header.
+func (s *server) claimKey(w http.ResponseWriter, r *http.Request, req PlaceOrderRequest) (idem *IdempotencyKey, answered bool) {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" {
+		return nil, false
+	}
+	if !validKey(key) {
+		s.fail(w, r, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the idempotency key is malformed",
+			httpx.FieldError{Field: "Idempotency-Key", Reason: "must be 1 to 255 printable ASCII characters"}))
+		return nil, true
+	}
+	idem = &IdempotencyKey{CustomerID: req.CustomerID, Key: key, Hash: requestHash(req)}
+	answer, err := s.svc.store.ClaimKey(r.Context(), *idem)
+	if err != nil && !errors.Is(err, ErrKeyReused) && !errors.Is(err, ErrKeyInFlight) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return nil, true
+	}
+	if answer != nil {
+		trace.SpanFromContext(r.Context()).SetAttributes(attribute.Bool("idempotency.replayed", true))
+		w.Header().Set("Idempotent-Replayed", "true")
+		httpx.WriteRaw(w, answer.Status, answer.Body)
+		return idem, true
+	}
+	return idem, false
+}
+
+// settleKey records a refusal as the key's answer, or frees the key after a
+// failure a retry may not meet.
+func (s *server) settleKey(r *http.Request, k IdempotencyKey, p *httpx.Problem) {
+	ctx := context.WithoutCancel(r.Context())
+	var err error
+	if p.Status >= 500 {
+		err = s.svc.store.ReleaseKey(ctx, k)
+	} else {
+		err = s.svc.store.AnswerKey(ctx, k, Answer{Status: p.Status, Body: httpx.ProblemBody(r, p)})
+	}
+	if err != nil {
+		s.tel.Logger.WarnContext(ctx, "idempotency key not settled", "error", err)
+	}
+}
+
+func validKey(key string) bool {
+	if len(key) > 255 {
+		return false
+	}
+	for _, c := range key {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// answerBody is the answer to a placed order.
+func answerBody(o Order) []byte {
+	b, _ := json.Marshal(PlaceOrderResponse{OrderID: o.ID, Status: o.Status, TotalCents: o.TotalCents, TraceID: o.TraceID})
+	return append(b, '\n')
 }
 
 func (s *server) getOrder() http.HandlerFunc {
@@ -130,6 +198,14 @@ func problemFor(err error) *httpx.Problem {
 		return httpx.NewProblem(http.StatusPaymentRequired, "Payment declined", "the payment provider declined the charge")
 	case errors.Is(err, ErrPaymentUnavailable):
 		return httpx.NewProblem(http.StatusBadGateway, "Payment provider unavailable", "the payment provider did not answer in time")
+	case errors.Is(err, ErrKeyReused):
+		return httpx.NewProblem(http.StatusUnprocessableEntity, "Idempotency key reused",
+			"this Idempotency-Key was already used for a different order; use a new key for a new order",
+			httpx.FieldError{Field: "Idempotency-Key", Reason: "already used for a different request"})
+	case errors.Is(err, ErrKeyInFlight):
+		return httpx.NewProblem(http.StatusConflict, "Request in progress",
+			"a request with this Idempotency-Key is still being processed; retry shortly",
+			httpx.FieldError{Field: "Idempotency-Key", Reason: "in use by a request in progress"})
 	case errors.Is(err, ErrOrderNotFound):
 		return httpx.NewProblem(http.StatusNotFound, "Order not found", "no order has this id")
 	case errors.Is(err, ErrUnavailable):

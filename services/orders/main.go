@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -61,46 +60,37 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		return err
 	}
 	defer cache.Close()
-	publisher, err := openPublisher(cfg.AMQPURL, tel)
+	relay, err := newRelay(ctx, cfg.DatabaseURL, cfg.AMQPURL, tel)
 	if err != nil {
 		return err
 	}
-	defer publisher.Close()
 
 	srv := &server{
 		tel: tel,
 		svc: &Service{
-			store:     store,
-			cache:     cache,
-			payments:  PaymentProvider{Latency: cfg.PaymentLatency, FailureRate: cfg.PaymentFailureRate},
-			publisher: publisher,
-			tracer:    tel.Tracer("github.com/ordertrace/ordertrace/services/orders"),
-			log:       log,
+			store:    store,
+			cache:    cache,
+			payments: PaymentProvider{Latency: cfg.PaymentLatency, FailureRate: cfg.PaymentFailureRate},
+			prop:     tel.Propagator,
+			tracer:   tel.Tracer("github.com/ordertrace/ordertrace/services/orders"),
+			log:      log,
 		},
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR: %w", err)
 	}
-	// Losing the broker stops the service like a signal does, but as a
-	// failure, so that whatever runs it restarts it.
-	serveCtx, stopServing := context.WithCancel(ctx)
-	defer stopServing()
+	// The relay runs beside the HTTP server and stops after it: requests in
+	// flight may still store messages, which the relay's last batch sends.
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	relayDone := make(chan struct{})
 	go func() {
-		select {
-		case <-publisher.Done():
-			stopServing()
-		case <-serveCtx.Done():
-		}
+		relay.Run(relayCtx)
+		close(relayDone)
 	}()
-	err = httpx.Serve(serveCtx, ln, srv.routes(), &srv.ready, cfg.ShutdownTimeout, log)
-	select {
-	case <-publisher.Done():
-		if ctx.Err() == nil {
-			err = errors.Join(err, errors.New("lost the connection to rabbitmq"))
-		}
-	default:
-	}
+	err = httpx.Serve(ctx, ln, srv.routes(), &srv.ready, cfg.ShutdownTimeout, log)
+	stopRelay()
+	<-relayDone
 	log.InfoContext(context.WithoutCancel(ctx), "orders stopped", "error", err)
 	return err
 }

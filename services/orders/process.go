@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -84,18 +87,20 @@ func (r PlaceOrderRequest) Validate() error {
 }
 
 // Service places orders: it checks stock, prices the order, charges the
-// payment, stores the order and publishes it, each step a span of its own.
+// payment, and stores the order with its message, each step a span of its own.
 type Service struct {
-	store     *Store
-	cache     *Cache
-	payments  PaymentProvider
-	publisher *Publisher
-	tracer    trace.Tracer
-	log       *slog.Logger
+	store    *Store
+	cache    *Cache
+	payments PaymentProvider
+	prop     propagation.TextMapPropagator
+	tracer   trace.Tracer
+	log      *slog.Logger
 }
 
-// PlaceOrder runs order.process for a validated request.
-func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (order Order, err error) {
+// PlaceOrder runs order.process for a validated request. With an
+// Idempotency-Key (claimed by the caller), the answer is recorded in the
+// order's own transaction.
+func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest, idem *IdempotencyKey) (order Order, err error) {
 	// The tenant arrives as baggage set by the gateway, and becomes an
 	// attribute here so it can be searched for in the trace.
 	tenant := baggage.FromContext(ctx).Member("tenant.id").Value()
@@ -152,14 +157,43 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest) (order 
 	if err != nil {
 		return order, fmt.Errorf("encode order event: %w", err)
 	}
-	err = s.store.CreateOrder(ctx, order, func(ctx context.Context) error {
-		return s.publisher.PublishOrderCreated(ctx, body)
-	})
+	err = s.store.CreateOrder(ctx, order, idem, Answer{Status: http.StatusCreated, Body: answerBody(order)}, s.orderCreated(body))
 	if err != nil {
-		return order, fmt.Errorf("%w: store and publish order: %w", ErrUnavailable, err)
+		return order, fmt.Errorf("%w: store order: %w", ErrUnavailable, err)
 	}
 	s.log.InfoContext(ctx, "order placed", "order_id", order.ID, "total_cents", order.TotalCents, "items", len(order.Items))
 	return order, nil
+}
+
+// orderCreated makes the order.created message inside a PRODUCER span. The
+// message is only stored here (messaging.operation.type "create"); the relay
+// sends it later, and its headers carry this span's context, so the consumer
+// continues this trace and the relay's send span links to it.
+func (s *Service) orderCreated(body []byte) Enqueue {
+	return func(ctx context.Context) (context.Context, OutboxMessage, func(error)) {
+		messageID := uuid.NewString()
+		ctx, span := s.tracer.Start(ctx, "publish "+orderevents.Exchange,
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				semconv.MessagingSystemRabbitMQ,
+				semconv.MessagingOperationTypeCreate,
+				semconv.MessagingOperationName("publish"),
+				semconv.MessagingDestinationName(orderevents.Exchange),
+				semconv.MessagingRabbitMQDestinationRoutingKey(orderevents.RoutingKeyCreated),
+				semconv.MessagingMessageID(messageID),
+				semconv.MessagingMessageBodySize(len(body)),
+			))
+		headers := map[string]string{}
+		s.prop.Inject(ctx, propagation.MapCarrier(headers)) // traceparent, tracestate, baggage
+		msg := OutboxMessage{
+			MessageID: messageID, Exchange: orderevents.Exchange, RoutingKey: orderevents.RoutingKeyCreated,
+			Headers: headers, Body: body,
+		}
+		return ctx, msg, func(err error) {
+			recordError(span, err)
+			span.End()
+		}
+	}
 }
 
 // validateInventory checks that every SKU exists and has the stock asked for.

@@ -153,12 +153,32 @@ func (s *Store) column(ctx context.Context, query string, skus []string) (map[st
 	return values, nil
 }
 
-// CreateOrder writes the order and its lines in one transaction and calls
-// publish before committing: if the broker does not confirm the message, the
-// order is rolled back and the client is told to retry. (A transactional
-// outbox removes the remaining gap, a commit failing after the confirm.)
-func (s *Store) CreateOrder(ctx context.Context, o Order, publish func(context.Context) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// OutboxMessage is a message stored with its order and published by the
+// relay once the transaction has committed.
+type OutboxMessage struct {
+	MessageID  string
+	Exchange   string
+	RoutingKey string
+	Headers    map[string]string // W3C trace context and baggage
+	Body       []byte
+}
+
+// Enqueue is called inside the order's transaction. It returns the message to
+// store, the context to store it in (the message's PRODUCER span), and a
+// function that ends that span with the outcome of the transaction.
+type Enqueue func(ctx context.Context) (context.Context, OutboxMessage, func(error))
+
+// outboxChannel is the LISTEN/NOTIFY channel that wakes the relay.
+const outboxChannel = "ordertrace_outbox"
+
+// CreateOrder writes, in ONE transaction, the order and its lines, its
+// outbox message, and (with an Idempotency-Key) the answer to the request.
+// Once it has committed, the order exists and its message will be published:
+// the relay picks it up, woken by NOTIFY (sent when the transaction commits).
+func (s *Store) CreateOrder(ctx context.Context, o Order, idem *IdempotencyKey, answer Answer, enqueue Enqueue) error {
+	var msgCtx context.Context
+	var endSpan func(error)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, tenant_id, status, total_cents, currency, trace_id)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, o.ID, o.CustomerID, o.TenantID, o.Status, o.TotalCents, o.Currency, o.TraceID)
 		if err != nil {
@@ -173,8 +193,28 @@ func (s *Store) CreateOrder(ctx context.Context, o Order, publish func(context.C
 		if err != nil {
 			return fmt.Errorf("insert order items: %w", err)
 		}
-		return publish(ctx)
+
+		var msg OutboxMessage
+		msgCtx, msg, endSpan = enqueue(ctx)
+		_, err = tx.Exec(msgCtx, `INSERT INTO outbox (message_id, exchange, routing_key, headers, body)
+			VALUES ($1, $2, $3, $4, $5)`, msg.MessageID, msg.Exchange, msg.RoutingKey, msg.Headers, msg.Body)
+		if err != nil {
+			return fmt.Errorf("insert outbox message: %w", err)
+		}
+		if _, err := tx.Exec(msgCtx, "SELECT pg_notify($1, '')", outboxChannel); err != nil {
+			return fmt.Errorf("notify relay: %w", err)
+		}
+		if idem != nil {
+			if err := answerKey(ctx, tx, *idem, answer); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+	if endSpan != nil {
+		endSpan(err)
+	}
+	return err
 }
 
 // ErrOrderNotFound is returned for an order ID that is not stored.

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The relay's rhythm: how many rows it claims at once, how often it looks
+// without being woken (the safety net under LISTEN/NOTIFY), and how it backs
+// off while the broker is away.
+const (
+	relayBatch      = 100
+	relayPoll       = 2 * time.Second
+	relayBackoffMin = 250 * time.Millisecond
+	relayBackoffMax = 15 * time.Second
+	relayWorkBound  = 30 * time.Second // one batch, even during shutdown
+)
+
+// Relay publishes the outbox: it claims unsent rows (FOR UPDATE SKIP
+// LOCKED, so several orders replicas share the work), publishes each with
+// publisher confirms, and marks it sent only after the broker confirmed it,
+// in the same transaction as the claim. A crash between the confirm and the
+// commit publishes the row again: the consumer is idempotent by message_id.
+//
+// Its database work uses a pool of its own without tracing: polling every
+// few seconds would otherwise fill the trace store with empty traces. Each
+// message it sends gets a PRODUCER span linked to the order's trace.
+type Relay struct {
+	pool    *pgxpool.Pool
+	amqpURL string
+	tel     *telemetry.Telemetry
+	tracer  trace.Tracer
+	log     *slog.Logger
+	peer    []attribute.KeyValue
+
+	conn      *amqp.Connection
+	publisher *orderevents.Publisher
+}
+
+func newRelay(ctx context.Context, databaseURL, amqpURL string, tel *telemetry.Telemetry) (*Relay, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.MaxConns = 2 // one listens, one works
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay pool: %w", err)
+	}
+	return &Relay{
+		pool: pool, amqpURL: amqpURL, tel: tel, log: tel.Logger,
+		tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/orders"),
+		peer:   telemetry.AMQPPeerAttributes(amqpURL),
+	}, nil
+}
+
+// Run relays until ctx ends, then finishes the batch in hand and returns.
+func (r *Relay) Run(ctx context.Context) {
+	defer r.pool.Close()
+	defer r.disconnect()
+	wake := make(chan struct{}, 1)
+	go r.listen(ctx, wake)
+
+	backoff := relayBackoffMin
+	for ctx.Err() == nil {
+		n, err := r.relayBatch(ctx)
+		switch {
+		case err != nil:
+			r.log.WarnContext(ctx, "outbox relay: batch failed; backing off", "error", err, "retry_in", backoff.String())
+			r.disconnect()
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, relayBackoffMax)
+			continue
+		case n == relayBatch:
+			continue // there is more
+		}
+		backoff = relayBackoffMin
+		select {
+		case <-wake:
+		case <-time.After(relayPoll):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// listen turns NOTIFYs on the outbox channel into wake-ups, reconnecting
+// when its connection drops. Polling covers the gaps.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := r.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+			if _, err := c.Exec(ctx, "LISTEN "+outboxChannel); err != nil {
+				return err
+			}
+			for {
+				if _, err := c.Conn().WaitForNotification(ctx); err != nil {
+					return err
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		})
+		if ctx.Err() == nil {
+			r.log.DebugContext(ctx, "outbox relay: listen connection lost", "error", err)
+			sleep(ctx, relayPoll)
+		}
+	}
+}
+
+type outboxRow struct {
+	id                   int64
+	messageID            string
+	exchange, routingKey string
+	headers              map[string]string
+	body                 []byte
+	attempts             int
+}
+
+// relayBatch publishes up to relayBatch unsent rows and marks those the
+// broker confirmed, in one transaction. It returns how many rows it claimed.
+func (r *Relay) relayBatch(ctx context.Context) (int, error) {
+	// A batch, once started, finishes even if ctx ends (shutdown), within a bound.
+	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), relayWorkBound)
+	defer cancel()
+	var (
+		claimed int
+		sendErr error // committed all the same: what was confirmed stays marked
+	)
+	err := pgx.BeginFunc(work, r.pool, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(work, `SELECT id, message_id::text, exchange, routing_key, headers, body, attempts
+			FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, relayBatch)
+		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
+			var o outboxRow
+			err := row.Scan(&o.id, &o.messageID, &o.exchange, &o.routingKey, &o.headers, &o.body, &o.attempts)
+			return o, err
+		})
+		if err != nil || len(batch) == 0 {
+			return err
+		}
+		claimed = len(batch)
+		if err := r.connect(); err != nil {
+			return err
+		}
+		var sent []int64
+		for _, o := range batch {
+			if sendErr = r.send(work, o); sendErr != nil {
+				_, _ = tx.Exec(work, "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1", o.id, sendErr.Error())
+				break // the broker is in trouble: keep the rest for the next batch
+			}
+			sent = append(sent, o.id)
+		}
+		if _, err := tx.Exec(work, "UPDATE outbox SET sent_at = now() WHERE id = ANY($1)", sent); err != nil {
+			return fmt.Errorf("mark sent: %w", err)
+		}
+		return nil
+	})
+	return claimed, errors.Join(err, sendErr)
+}
+
+// send publishes one row in a PRODUCER span of its own, linked to the span
+// that created the message; the message keeps the creating span's context,
+// so the consumer continues the order's trace.
+func (r *Relay) send(ctx context.Context, o outboxRow) (err error) {
+	created := r.tel.Propagator.Extract(ctx, propagation.MapCarrier(o.headers))
+	ctx, span := r.tracer.Start(context.WithoutCancel(ctx), "send "+o.exchange,
+		trace.WithNewRoot(),
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(trace.LinkFromContext(created)),
+		trace.WithAttributes(r.peer...),
+		trace.WithAttributes(
+			semconv.MessagingSystemRabbitMQ,
+			semconv.MessagingOperationTypeSend,
+			semconv.MessagingOperationName("send"),
+			semconv.MessagingDestinationName(o.exchange),
+			semconv.MessagingRabbitMQDestinationRoutingKey(o.routingKey),
+			semconv.MessagingMessageID(o.messageID),
+			semconv.MessagingMessageBodySize(len(o.body)),
+			attribute.Int("outbox.attempts", o.attempts+1),
+		))
+	defer func() {
+		recordError(span, err)
+		span.End()
+	}()
+	headers := amqp.Table{}
+	for k, v := range o.headers {
+		headers[k] = v
+	}
+	err = r.publisher.Publish(ctx, o.exchange, o.routingKey, amqp.Publishing{
+		Headers: headers, ContentType: "application/json", DeliveryMode: amqp.Persistent,
+		MessageId: o.messageID, Timestamp: time.Now().UTC(), Type: o.routingKey, AppId: "orders", Body: o.body,
+	})
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", o.messageID, err)
+	}
+	return nil
+}
+
+// connect opens the broker connection and the confirming publisher if they
+// are not open, declaring the topology each time (the broker may be new).
+func (r *Relay) connect() error {
+	if r.conn != nil && !r.conn.IsClosed() {
+		select {
+		case <-r.publisher.Done():
+		default:
+			return nil
+		}
+	}
+	r.disconnect()
+	conn, err := amqp.DialConfig(r.amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "orders-relay"}})
+	if err != nil {
+		return fmt.Errorf("connect to rabbitmq: %w", err)
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = orderevents.DeclareTopology(ch)
+		_ = ch.Close()
+	}
+	var p *orderevents.Publisher
+	if err == nil {
+		p, err = orderevents.NewPublisher(conn)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("rabbitmq: %w", err)
+	}
+	r.conn, r.publisher = conn, p
+	r.log.Info("outbox relay connected to rabbitmq")
+	return nil
+}
+
+func (r *Relay) disconnect() {
+	if r.conn != nil {
+		_ = r.conn.Close()
+	}
+	r.conn, r.publisher = nil, nil
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}
