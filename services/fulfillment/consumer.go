@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
@@ -28,12 +29,19 @@ const (
 // messageTimeout bounds all attempts at one message.
 const messageTimeout = 30 * time.Second
 
+// How the consumer waits between attempts to reach the broker.
+const (
+	reconnectMin = 250 * time.Millisecond
+	reconnectMax = 15 * time.Second
+)
+
 // Consumer takes order.created messages off the queue and applies them, each
-// inside a CONSUMER span that continues the trace of the order.
+// inside a CONSUMER span that continues the trace of the order. It connects,
+// and reconnects after losing the broker, by itself.
 type Consumer struct {
-	conn      *amqp.Connection
-	ch        *amqp.Channel          // consumes
-	dlx       *orderevents.Publisher // publishes dead letters, confirmed and routed
+	amqpURL   string
+	prefetch  int
+	connected atomic.Bool
 	fulfiller *Fulfiller
 	tel       *telemetry.Telemetry
 	tracer    trace.Tracer
@@ -45,50 +53,73 @@ type Consumer struct {
 	retryBackoff time.Duration
 }
 
-func openConsumer(cfg Config, f *Fulfiller, tel *telemetry.Telemetry) (*Consumer, error) {
-	conn, err := amqp.DialConfig(cfg.AMQPURL, amqp.Config{Properties: amqp.Table{"connection_name": "fulfillment-consumer"}})
-	if err != nil {
-		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
-	}
-	c := &Consumer{
-		conn: conn, fulfiller: f, tel: tel, log: tel.Logger,
+func newConsumer(cfg Config, f *Fulfiller, tel *telemetry.Telemetry) *Consumer {
+	return &Consumer{
+		amqpURL: cfg.AMQPURL, prefetch: cfg.Prefetch, fulfiller: f, tel: tel, log: tel.Logger,
 		tracer:       tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"),
 		peer:         telemetry.AMQPPeerAttributes(cfg.AMQPURL),
 		workers:      cfg.Workers,
 		maxAttempts:  cfg.MaxAttempts,
 		retryBackoff: cfg.RetryBackoff,
 	}
-	if c.ch, err = conn.Channel(); err == nil {
-		if err = orderevents.DeclareTopology(c.ch); err == nil {
-			err = c.ch.Qos(cfg.Prefetch, 0, false)
-		}
-	}
-	if err == nil {
-		c.dlx, err = orderevents.NewPublisher(conn)
-	}
-	if err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("rabbitmq: %w", err)
-	}
-	return c, nil
 }
 
-// Ready reports whether the consumer is connected.
-func (c *Consumer) Ready() bool { return !c.conn.IsClosed() }
+// Ready reports whether the consumer is connected and subscribed.
+func (c *Consumer) Ready() bool { return c.connected.Load() }
 
-// Close closes the connection.
-func (c *Consumer) Close() error { return c.conn.Close() }
-
-// Run consumes until ctx ends, the connection is lost, or the broker ends the
-// subscription. When ctx ends, each worker finishes the message it holds,
-// prefetched messages not yet started go back to the queue, and Run returns nil.
+// Run consumes until ctx ends. When the broker goes away (a restart, a lost
+// connection, a deleted queue), it reconnects with growing pauses, declares
+// the topology again and resubscribes; unacknowledged messages are
+// redelivered by the broker and applied once, thanks to their message_id.
 func (c *Consumer) Run(ctx context.Context) error {
+	backoff := reconnectMin
+	for {
+		began := time.Now()
+		err := c.consume(ctx)
+		c.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(began) > time.Minute {
+			backoff = reconnectMin // it had been working: start over
+		}
+		c.log.WarnContext(ctx, "consumer lost the broker; reconnecting", "error", err, "retry_in", backoff.String())
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, reconnectMax)
+	}
+}
+
+// consume runs one session: connect, declare, subscribe, and process until
+// ctx ends (then drain, returning nil) or the broker goes away (an error).
+// When ctx ends, each worker finishes the message it holds; prefetched
+// messages not yet started go back to the queue.
+func (c *Consumer) consume(ctx context.Context) error {
+	conn, err := amqp.DialConfig(c.amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "fulfillment-consumer"}})
+	if err != nil {
+		return fmt.Errorf("connect to rabbitmq: %w", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err == nil {
+		if err = orderevents.DeclareTopology(ch); err == nil {
+			err = ch.Qos(c.prefetch, 0, false)
+		}
+	}
+	var dlx *orderevents.Publisher
+	if err == nil {
+		dlx, err = orderevents.NewPublisher(conn)
+	}
+	if err != nil {
+		return fmt.Errorf("rabbitmq: %w", err)
+	}
+
 	const consumerTag = "fulfillment"
-	closed := c.conn.NotifyClose(make(chan *amqp.Error, 1))
-	deliveries, err := c.ch.Consume(orderevents.Queue, consumerTag, false, false, false, false, nil)
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	deliveries, err := ch.Consume(orderevents.Queue, consumerTag, false, false, false, false, nil)
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", orderevents.Queue, err)
 	}
+	c.connected.Store(true)
 	var wg sync.WaitGroup
 	for range c.workers {
 		wg.Go(func() {
@@ -97,7 +128,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 					_ = d.Nack(false, true) // stopping: another consumer will take it
 					continue
 				}
-				c.handle(ctx, d)
+				c.handle(ctx, dlx, d)
 			}
 		})
 	}
@@ -112,7 +143,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	select {
 	case <-ctx.Done():
-		if err := c.ch.Cancel(consumerTag, false); err != nil {
+		if err := ch.Cancel(consumerTag, false); err != nil {
 			c.log.WarnContext(ctx, "cancel consumer", "error", err)
 		}
 		<-drained
@@ -132,7 +163,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // number of times with growing pauses, then dead-letters it. It acknowledges
 // only after the work is committed (or the dead letter confirmed). When stop
 // ends between attempts, the message goes back to the queue instead.
-func (c *Consumer) handle(stop context.Context, d amqp.Delivery) {
+func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d amqp.Delivery) {
 	parent := telemetry.ExtractAMQP(context.Background(), c.tel.Propagator, d.Headers)
 	opts := []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindConsumer),
@@ -203,14 +234,14 @@ func (c *Consumer) handle(stop context.Context, d amqp.Delivery) {
 	recordError(span, err)
 	span.SetAttributes(attribute.Bool("fulfillment.dead_lettered", true), attribute.String("error.type", errorType(err)))
 	c.log.ErrorContext(ctx, "message dead-lettered", "order_id", orderID, "attempts", attempt, "error", err)
-	c.deadLetter(ctx, d, err, attempt)
+	c.deadLetter(ctx, dlx, d, err, attempt)
 }
 
 // deadLetter republishes d to the dead-letter exchange with the reason and the
 // attempt count, then acknowledges it. If that publish is not routed and
 // confirmed, the message is rejected instead and the queue's own
 // dead-lettering moves it.
-func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, cause error, attempts int) {
+func (c *Consumer) deadLetter(ctx context.Context, dlx *orderevents.Publisher, d amqp.Delivery, cause error, attempts int) {
 	// The message's own deadline may be what failed it; the dead letter gets
 	// a fresh one.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orderevents.ConfirmTimeout)
@@ -221,7 +252,7 @@ func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, cause error,
 	}
 	headers[headerDeadLetterReason] = cause.Error()
 	headers[headerDeadLetterAttempts] = int32(attempts)
-	err := c.dlx.Publish(ctx, orderevents.DeadLetterExchange, d.RoutingKey, amqp.Publishing{
+	err := dlx.Publish(ctx, orderevents.DeadLetterExchange, d.RoutingKey, amqp.Publishing{
 		Headers: headers, ContentType: d.ContentType, DeliveryMode: amqp.Persistent,
 		MessageId: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppId: d.AppId, Body: d.Body,
 	})
@@ -250,5 +281,13 @@ func recordError(span trace.Span, err error) {
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
+	}
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
 	}
 }

@@ -63,14 +63,11 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	if err != nil {
 		return err
 	}
-	consumer, err := openConsumer(cfg, fulfiller, tel)
-	if err != nil {
-		return err
-	}
-	defer consumer.Close()
+	consumer := newConsumer(cfg, fulfiller, tel)
 
-	// The health server stops first (on a signal, or when the consumer fails),
-	// then the consumer drains: the order STYLE.md gives.
+	// The health server stops first, then the consumer drains: the order
+	// STYLE.md gives. The consumer reconnects by itself while the broker is
+	// away; readiness says whether it is subscribed.
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))

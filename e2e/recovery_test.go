@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+)
+
+// TestReconnectAfterBrokerDropsConnections closes, through the management
+// API, every connection the services hold to the broker (what a broker
+// restart does to them, without stopping the machine's broker for the other
+// tests). The relay and the consumer reconnect by themselves, declare the
+// topology again, and orders placed meanwhile are all fulfilled.
+func TestReconnectAfterBrokerDropsConnections(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, map[string]string{"PAYMENT_LATENCY": "1ms"})
+	const body = `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`
+
+	status, _, first := s.placeOrder(t, body, nil) // the relay connects on its first message
+	if status != http.StatusCreated || s.waitStatus(t, first.OrderID) != "fulfilled" {
+		t.Fatalf("first order: status %d", status)
+	}
+	var conns []struct{ Name string }
+	waitFor(t, 20*time.Second, "the relay's and the consumer's connections in the management API", func() bool {
+		conns = nil
+		if err := rabbitDo(http.MethodGet, "/api/vhosts/"+url.PathEscape(s.env.VHost)+"/connections", nil, &conns); err != nil {
+			t.Fatal(err)
+		}
+		return len(conns) >= 2
+	})
+	for _, c := range conns {
+		if err := rabbitDo(http.MethodDelete, "/api/connections/"+url.PathEscape(c.Name), nil, nil); err != nil {
+			t.Fatalf("close connection %s: %v", c.Name, err)
+		}
+	}
+
+	// Orders keep coming while the services are cut off and reconnecting.
+	var placed []string
+	for range 10 {
+		status, _, o := s.placeOrder(t, body, nil)
+		if status != http.StatusCreated {
+			t.Fatalf("order during the outage: status %d, want 201 (orders do not need the broker)", status)
+		}
+		placed = append(placed, o.OrderID)
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, id := range placed {
+		if got := s.waitStatus(t, id); got != "fulfilled" {
+			t.Errorf("order %s: %q after the reconnection, want fulfilled", id, got)
+		}
+	}
+	if n := s.env.queryInt(t, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"); n != 0 {
+		t.Errorf("%d outbox rows unsent after recovery", n)
+	}
+	resp, err := http.Get(s.fulfillment.URL() + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("fulfillment not ready after reconnecting: %v %v", err, resp)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+}
