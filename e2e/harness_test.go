@@ -346,6 +346,7 @@ type stack struct {
 	orders      *process
 	fulfillment *process
 	gateway     *process
+	vars        map[string]string // what orders and fulfillment were started with
 }
 
 // startStack starts orders, fulfillment and gateway (in that order: orders
@@ -371,6 +372,7 @@ func startStack(t *testing.T, extra map[string]string) *stack {
 	for k, v := range extra {
 		common[k] = v
 	}
+	s.vars = common
 	s.orders = start(t, "orders", common)
 	s.fulfillment = start(t, "fulfillment", common)
 	gw := map[string]string{"ORDERS_URL": s.orders.URL()}

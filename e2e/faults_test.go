@@ -1,0 +1,382 @@
+//go:build faults
+
+package e2e
+
+// The fault suite: `make test-faults` (run by .ci/run after `make test`, on
+// its own, because some faults stop the machine's RabbitMQ and Redis for
+// everyone). Each fault runs the real services under a fixed arrival rate,
+// injects the fault for real, drains, reconciles what was promised against
+// what happened, and prints one row of the table in docs/reliability.md.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+)
+
+const (
+	faultRate     = 20 // orders per second, an open model: arrivals do not wait for answers
+	faultDuration = 8 * time.Second
+	faultStart    = 2 * time.Second // into the load
+	faultLength   = 3 * time.Second
+	drainTimeout  = 60 * time.Second
+)
+
+// result is one request of the load.
+type result struct {
+	start   time.Time
+	latency time.Duration
+	status  int
+	orderID string
+	traceID string
+}
+
+// load posts orders at faultRate for faultDuration, calling inject at
+// faultStart and restore faultLength later.
+func load(t *testing.T, s *stack, inject, restore func()) (results []result, faultFrom, faultTo time.Time) {
+	t.Helper()
+	client := &http.Client{Timeout: 15 * time.Second}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	tick := time.NewTicker(time.Second / faultRate)
+	defer tick.Stop()
+	began := time.Now()
+	faultDone := make(chan struct{})
+	go func() {
+		defer close(faultDone)
+		time.Sleep(faultStart)
+		faultFrom = time.Now()
+		inject()
+		time.Sleep(faultLength)
+		restore()
+		faultTo = time.Now()
+	}()
+	for i := 0; time.Since(began) < faultDuration; i++ {
+		<-tick.C
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"customer_id":"load-%d","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, i)
+			req, _ := http.NewRequest(http.MethodPost, s.gateway.URL()+"/api/orders", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			r := result{start: time.Now()}
+			resp, err := client.Do(req)
+			r.latency = time.Since(r.start)
+			if err == nil {
+				r.status = resp.StatusCode
+				var p placed
+				if r.status == http.StatusCreated && jsonDecode(resp, &p) == nil {
+					r.orderID, r.traceID = p.OrderID, p.TraceID
+				}
+				resp.Body.Close()
+			}
+			mu.Lock()
+			results = append(results, r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	<-faultDone
+	return results, faultFrom, faultTo
+}
+
+// row is one line of the fault table.
+type row struct {
+	fault                                     string
+	sent, created, committed, published       int
+	fulfilled, duplicates, deadLettered, lost int
+	maxOutboxLag, drain, p99                  time.Duration
+	completeTraces                            string
+}
+
+func (r row) String() string {
+	return fmt.Sprintf("| %-28s | %4d | %4d | %9d | %9d | %9d | %10d | %13d | %4d | %7s | %7s | %7s | %15s |",
+		r.fault, r.sent, r.created, r.committed, r.published, r.fulfilled, r.duplicates, r.deadLettered, r.lost,
+		r.maxOutboxLag.Round(time.Millisecond), r.drain.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.completeTraces)
+}
+
+const tableHeader = "| fault                        | sent |  201 | committed | published | fulfilled | duplicates | dead-lettered | lost | max lag |   drain |     p99 | complete traces |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+var (
+	tableMu sync.Mutex
+	table   []string
+)
+
+// reconcile drains the stack (every committed order fulfilled, failed or
+// dead-lettered), then compares what was promised with what happened.
+func reconcile(t *testing.T, s *stack, name string, results []result, from, to time.Time, traces bool) row {
+	t.Helper()
+	r := row{fault: name, sent: len(results)}
+	var during []time.Duration
+	created := map[string]result{}
+	for _, res := range results {
+		if res.status == http.StatusCreated {
+			r.created++
+			created[res.orderID] = res
+		}
+		if !res.start.Before(from) && res.start.Before(to.Add(time.Second)) {
+			during = append(during, res.latency)
+		}
+	}
+	slices.Sort(during)
+	if len(during) > 0 {
+		r.p99 = during[min(len(during)-1, len(during)*99/100)]
+	}
+
+	drainFrom := time.Now()
+	var pending int
+	deadline := time.Now().Add(drainTimeout)
+	for {
+		pending = s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'pending'")
+		dead := s.env.queueDepth(t, orderevents.DeadLetterQueue)
+		if pending <= dead || time.Now().After(deadline) {
+			r.deadLettered = dead
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.drain = time.Since(drainFrom)
+	r.committed = s.env.queryInt(t, "SELECT count(*) FROM orders")
+	r.published = s.env.queryInt(t, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+	r.fulfilled = s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status IN ('fulfilled', 'failed')")
+	r.lost = max(0, pending-r.deadLettered)
+	// Stock taken more than once for an order is a duplicate applied.
+	taken := s.env.queryInt(t, "SELECT 1000000 - stock FROM products WHERE sku = 'MUG-CERAMIC'")
+	shipped := s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'fulfilled'")
+	r.duplicates = taken - shipped
+	r.maxOutboxLag = time.Duration(s.env.queryInt(t,
+		"SELECT coalesce(max(extract(epoch FROM sent_at - created_at) * 1000), 0)::int FROM outbox")) * time.Millisecond
+
+	// Every 201 names a committed order.
+	for id := range created {
+		if s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1", id) != 1 {
+			t.Errorf("%s: order %s was answered 201 but is not committed", name, id)
+		}
+	}
+	if r.lost > 0 {
+		t.Errorf("%s: %d committed orders were neither fulfilled nor dead-lettered", name, r.lost)
+	}
+	if r.duplicates != 0 {
+		t.Errorf("%s: %d duplicate fulfilments applied", name, r.duplicates)
+	}
+	if r.created == 0 {
+		t.Errorf("%s: no order was accepted at all", name)
+	}
+
+	r.completeTraces = "n/a (no backend)"
+	if traces {
+		time.Sleep(1500 * time.Millisecond) // the last batches of spans
+		complete := 0
+		for id, res := range created {
+			if s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'fulfilled'", id) == 0 {
+				continue
+			}
+			seen := map[string]bool{}
+			for _, sp := range s.otlp.Trace(res.traceID) {
+				seen[sp.Service+"/"+sp.Kind.String()] = true
+			}
+			if seen["gateway/SPAN_KIND_SERVER"] && seen["orders/SPAN_KIND_PRODUCER"] && seen["fulfillment/SPAN_KIND_CONSUMER"] {
+				complete++
+			}
+		}
+		r.completeTraces = fmt.Sprintf("%d/%d", complete, shipped)
+	}
+	tableMu.Lock()
+	table = append(table, r.String())
+	tableMu.Unlock()
+	t.Logf("\n%s\n%s", tableHeader, r)
+	return r
+}
+
+func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+// restart kills p with SIGKILL (no shutdown, no flush) and starts it again
+// on the same address, with the same variables.
+func restart(t *testing.T, s *stack, p *process, vars map[string]string) *process {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	v := maps.Clone(vars)
+	v["HTTP_ADDR"] = p.addr
+	return start(t, p.name, v)
+}
+
+func TestFaults(t *testing.T) {
+	needService(t, "rabbitmqctl", exec.Command("rabbitmqctl", "status").Run())
+	faults := []struct {
+		name            string
+		extra           map[string]string
+		inject, restore func(t *testing.T, s *stack)
+		traces          bool
+		check           func(t *testing.T, s *stack, results []result)
+	}{
+		{
+			name:    "RabbitMQ app stopped 3 s",
+			inject:  func(t *testing.T, s *stack) { run(t, "rabbitmqctl", "stop_app") },
+			restore: func(t *testing.T, s *stack) { run(t, "rabbitmqctl", "start_app") },
+			traces:  true,
+			check: func(t *testing.T, s *stack, _ []result) {
+				// The relay's sends failed while the broker was away: ERROR send spans.
+				for _, sp := range s.otlp.Spans() {
+					if sp.Name == "send orders" && sp.Status == statusError {
+						return
+					}
+				}
+				t.Log("no relay send failed during the outage (the relay had nothing in flight)")
+			},
+		},
+		{
+			name:    "fulfillment killed (-9)",
+			inject:  func(t *testing.T, s *stack) { s.fulfillment = restart(t, s, s.fulfillment, s.vars) },
+			restore: func(t *testing.T, s *stack) {},
+			traces:  true,
+		},
+		{
+			name: "orders and its relay killed (-9)",
+			inject: func(t *testing.T, s *stack) {
+				_ = s.orders.cmd.Process.Signal(syscall.SIGKILL)
+				<-s.orders.done
+			},
+			restore: func(t *testing.T, s *stack) {
+				v := maps.Clone(s.vars)
+				v["HTTP_ADDR"] = s.orders.addr
+				s.orders = start(t, "orders", v)
+			},
+			traces: true,
+			check: func(t *testing.T, s *stack, results []result) {
+				// While orders was down the gateway answered 503 problems, ERROR on its span.
+				for _, r := range results {
+					if r.status == http.StatusServiceUnavailable || r.status == http.StatusBadGateway {
+						return
+					}
+				}
+				t.Log("no request reached the gateway while orders was down")
+			},
+		},
+		{
+			name: "PostgreSQL backends terminated",
+			inject: func(t *testing.T, s *stack) {
+				c, err := pgx.Connect(context.Background(), adminDatabaseURL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close(context.Background())
+				_, err = c.Exec(context.Background(),
+					"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", s.env.Database)
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			restore: func(t *testing.T, s *stack) {},
+			traces:  true,
+		},
+		{
+			name:    "Redis stopped 3 s",
+			inject:  func(t *testing.T, s *stack) { run(t, "redis-cli", "shutdown", "nosave") },
+			restore: func(t *testing.T, s *stack) { run(t, "bash", "../scripts/test-services.sh") },
+			traces:  true,
+			check: func(t *testing.T, s *stack, _ []result) {
+				for _, line := range s.orders.Lines() {
+					if strings.Contains(line, "cache read failed") {
+						return // degraded to PostgreSQL reads, orders went on
+					}
+				}
+				t.Error("orders never noticed Redis was gone")
+			},
+		},
+		{
+			name:    "collector unreachable",
+			extra:   map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + blackhole(t)},
+			inject:  func(t *testing.T, s *stack) {},
+			restore: func(t *testing.T, s *stack) {},
+			traces:  false,
+			check: func(t *testing.T, s *stack, _ []result) {
+				for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
+					rss := rssKiB(t, p)
+					took := p.Stop(t)
+					t.Logf("%s: RSS %d KiB under load with a dead collector, stopped %s after SIGTERM", p.name, rss, took.Round(time.Millisecond))
+					if took > 15*time.Second {
+						t.Errorf("%s took %s to stop with a dead collector", p.name, took)
+					}
+					if rss > 256<<10 {
+						t.Errorf("%s RSS %d KiB: telemetry is queueing without bound", p.name, rss)
+					}
+				}
+			},
+		},
+	}
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			s := startStack(t, f.extra)
+			results, from, to := load(t, s, func() { f.inject(t, s) }, func() { f.restore(t, s) })
+			reconcile(t, s, f.name, results, from, to, f.traces)
+			if f.check != nil {
+				f.check(t, s, results)
+			}
+		})
+	}
+	t.Logf("fault table:\n%s\n%s", tableHeader, strings.Join(table, "\n"))
+	if path := os.Getenv("ORDERTRACE_FAULT_TABLE"); path != "" {
+		_ = os.WriteFile(path, []byte(tableHeader+"\n"+strings.Join(table, "\n")+"\n"), 0o644)
+	}
+}
+
+// blackhole returns the address of a listener that accepts connections and
+// never answers: a collector that hangs.
+func blackhole(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// rssKiB reads a process's resident memory from /proc.
+func rssKiB(t *testing.T, p *process) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kib int
+		if n, _ := fmt.Sscanf(sc.Text(), "VmRSS: %d kB", &kib); n == 1 {
+			return kib
+		}
+	}
+	return 0
+}
