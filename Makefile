@@ -59,6 +59,11 @@ FORCE:
 test: test-services ## run every test (unit and end-to-end) against local PostgreSQL, Redis and RabbitMQ
 	go test $(GOTEST_FLAGS) $(MODULES)
 
+.PHONY: test-faults
+test-faults: test-services ## the fault suite: real broker, database, cache and collector faults under load (stops the machine's RabbitMQ and Redis for a moment; run it alone)
+	ORDERTRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.md go test -tags faults -run TestFaults -count=1 -v -timeout 15m ./e2e 2>&1 | tee bin/fault-suite.log | grep -E '^(---|===|ok|FAIL|PASS)|faults_test.go|^ +\|'; exit $${PIPESTATUS[0]}
+	@echo; cat bin/fault-table.md
+
 .PHONY: test-unit
 test-unit: ## run the tests that need no PostgreSQL, Redis or RabbitMQ
 	go test $(GOTEST_FLAGS) $(filter-out %/e2e,$(shell go list $(MODULES)))

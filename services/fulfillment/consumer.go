@@ -32,7 +32,7 @@ const messageTimeout = 30 * time.Second
 // How the consumer waits between attempts to reach the broker.
 const (
 	reconnectMin = 250 * time.Millisecond
-	reconnectMax = 15 * time.Second
+	reconnectMax = 5 * time.Second
 )
 
 // Consumer takes order.created messages off the queue and applies them, each

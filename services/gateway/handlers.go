@@ -85,6 +85,7 @@ func (s *server) forward(w http.ResponseWriter, r *http.Request, method, path st
 	}
 	resp, err := s.orders.Do(req)
 	if err != nil {
+		trace.SpanFromContext(r.Context()).RecordError(err)
 		s.tel.Logger.ErrorContext(r.Context(), "orders service call failed", "error", err)
 		p := httpx.NewProblem(http.StatusServiceUnavailable, "Service unavailable", "the orders service is unavailable; retry later")
 		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
@@ -19,6 +20,20 @@ type Cache struct {
 	rdb    *redis.Client
 	prefix string
 	log    *slog.Logger
+
+	// After a failure the cache is skipped for a while, so a Redis that is
+	// down costs one timeout, not one per lookup.
+	skipUntil atomic.Int64 // unix nanoseconds
+}
+
+// cacheBreak is how long the cache is skipped after Redis failed.
+const cacheBreak = 5 * time.Second
+
+func (c *Cache) skipping() bool { return time.Now().UnixNano() < c.skipUntil.Load() }
+
+func (c *Cache) broken(ctx context.Context, what string, err error) {
+	c.skipUntil.Store(time.Now().Add(cacheBreak).UnixNano())
+	c.log.WarnContext(ctx, "cache "+what+" failed; reading the database for a while", "error", err, "skip_for", cacheBreak.String())
 }
 
 func openCache(redisURL, database string, tel *telemetry.Telemetry) (*Cache, error) {
@@ -38,9 +53,12 @@ func (c *Cache) get(ctx context.Context, kind string, skus []string) (map[string
 	for i, sku := range skus {
 		keys[i] = orderevents.CacheKey(c.prefix, kind, sku)
 	}
+	if c.skipping() {
+		return map[string]int64{}, skus
+	}
 	values, err := c.rdb.MGet(ctx, keys...).Result()
 	if err != nil {
-		c.log.WarnContext(ctx, "cache read failed; reading the database", "kind", kind, "error", err)
+		c.broken(ctx, "read", err)
 		return map[string]int64{}, skus
 	}
 	hits := make(map[string]int64, len(skus))
@@ -59,7 +77,7 @@ func (c *Cache) get(ctx context.Context, kind string, skus []string) (map[string
 
 // set caches values for ttl, in one round trip.
 func (c *Cache) set(ctx context.Context, kind string, values map[string]int64, ttl time.Duration) {
-	if len(values) == 0 {
+	if len(values) == 0 || c.skipping() {
 		return
 	}
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -69,6 +87,6 @@ func (c *Cache) set(ctx context.Context, kind string, values map[string]int64, t
 		return nil
 	})
 	if err != nil {
-		c.log.WarnContext(ctx, "cache write failed", "kind", kind, "error", err)
+		c.broken(ctx, "write", err)
 	}
 }

@@ -25,7 +25,7 @@ const (
 	relayBatch      = 100
 	relayPoll       = 2 * time.Second
 	relayBackoffMin = 250 * time.Millisecond
-	relayBackoffMax = 15 * time.Second
+	relayBackoffMax = 5 * time.Second
 	relayWorkBound  = 30 * time.Second // one batch, even during shutdown
 )
 

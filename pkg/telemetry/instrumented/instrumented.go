@@ -63,6 +63,9 @@ func Redis(redisURL string, tel *telemetry.Telemetry) (*redis.Client, error) {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 500 * time.Millisecond
 	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = -1 // a cache miss is cheaper than retrying a dead Redis
+	}
 	rdb := redis.NewClient(opts)
 	err = redisotel.InstrumentTracing(rdb,
 		redisotel.WithTracerProvider(tel.TracerProvider),
