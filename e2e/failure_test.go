@@ -124,6 +124,10 @@ func TestRejectedRequests(t *testing.T) {
 		{"card data in an unknown field", "application/json",
 			`{"customer_id":"c","card_number":"` + plantedCard + `","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 400, "card_number"},
 		{"oversized body", "application/json", `{"customer_id":"` + strings.Repeat("x", 70<<10) + `","items":[]}`, 413, ""},
+		{"huge quantity", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1000000000000}]}`, 422, "items[0].quantity"},
+		{"number beyond any int", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1e400}]}`, 400, "items.quantity"},
+		{"SQL in a sku", "application/json", `{"customer_id":"c","items":[{"sku":"x'; DROP TABLE orders;--","quantity":1}]}`, 422, "items[0].sku"},
+		{"script in a customer id", "application/json", `{"customer_id":"<script>alert(1)</script>","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 422, "customer_id"},
 		{"wrong content type", "text/plain", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
 		{"no content type", "", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
 	}
@@ -150,6 +154,13 @@ func TestRejectedRequests(t *testing.T) {
 			t.Errorf("status %d, problem %+v; want 400 naming X-Tenant-ID", status, p)
 		}
 	})
+	t.Run("baggage over the W3C limit", func(t *testing.T) {
+		status, h, body := s.call(t, http.MethodPost, "/api/orders", "application/json",
+			[]byte(`{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`), map[string]string{"baggage": "k=" + strings.Repeat("v", 9000)})
+		if p := decodeProblem(t, h, body); status != http.StatusRequestHeaderFieldsTooLarge || len(p.Errors) == 0 || p.Errors[0].Field != "baggage" {
+			t.Errorf("status %d, problem %+v; want 431 naming baggage", status, p)
+		}
+	})
 	t.Run("unknown order", func(t *testing.T) {
 		status, h, body := s.call(t, http.MethodGet, "/api/orders/0190b5c4-0000-7000-8000-000000000000", "", nil, nil)
 		if p := decodeProblem(t, h, body); status != 404 || p.Status != 404 {
@@ -165,6 +176,9 @@ func TestRejectedRequests(t *testing.T) {
 
 	time.Sleep(500 * time.Millisecond) // let the last batches of spans and logs arrive
 	s.wantNothingStored(t)
+	if n := s.env.queryInt(t, "SELECT count(*) FROM products"); n != 8 {
+		t.Errorf("%d products left, want the 8 of the catalogue", n)
+	}
 
 	// The refused card number is nowhere: not in spans, OTLP logs or stdout.
 	for _, sp := range s.otlp.Spans() {
@@ -336,5 +350,33 @@ func TestSIGTERMFlushesTelemetry(t *testing.T) {
 	}
 	if !logged["orders"] || !logged["fulfillment"] {
 		t.Errorf("log records of the trace flushed by %v, want orders and fulfillment", logged)
+	}
+}
+
+// A traceparent from outside is a claim, not a fact: a malformed one is
+// ignored (the gateway starts a new trace), a well-formed one is continued,
+// which is what lets k6 make its requests the roots of their traces.
+func TestInboundTraceparent(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+	const body = `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`
+	for _, tc := range []struct {
+		name, header string
+		continued    bool
+	}{
+		{"malformed", "00-zzzz-forged-01", false},
+		{"all-zero trace ID", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", false},
+		{"well-formed", "00-7bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, h, _ := s.call(t, http.MethodPost, "/api/orders", "application/json", []byte(body), map[string]string{"traceparent": tc.header})
+			if status != http.StatusCreated {
+				t.Fatalf("status %d, want 201", status)
+			}
+			got := traceIDFromHeader(t, h)
+			if continued := strings.Contains(tc.header, got); continued != tc.continued || got == strings.Repeat("0", 32) {
+				t.Errorf("trace %s for traceparent %q; continued = %v, want %v", got, tc.header, continued, tc.continued)
+			}
+		})
 	}
 }

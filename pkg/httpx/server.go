@@ -25,6 +25,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, ready *atomic.B
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10, // larger headers (a giant baggage) get 431
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"go.opentelemetry.io/otel/attribute"
@@ -19,7 +21,8 @@ var baggageAllowlist = map[string]*regexp.Regexp{
 
 const (
 	tenantKey       = "tenant.id"
-	maxBaggageBytes = 512
+	maxBaggageBytes = 512  // what the gateway passes on
+	maxInboundBytes = 8192 // what W3C Baggage allows a sender at most
 )
 
 var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -29,6 +32,12 @@ var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // tenant.id) into the tenant.id member. A malformed X-Tenant-ID is refused.
 func trustedBaggage(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := len(strings.Join(r.Header.Values("baggage"), ",")); n > maxInboundBytes {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusRequestHeaderFieldsTooLarge, "Header too large",
+				"the baggage header is larger than W3C Baggage allows",
+				httpx.FieldError{Field: "baggage", Reason: fmt.Sprintf("must be at most %d bytes", maxInboundBytes)}))
+			return
+		}
 		tenant := r.Header.Get("X-Tenant-ID")
 		if tenant != "" && !tenantPattern.MatchString(tenant) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"time"
 
@@ -58,11 +59,15 @@ type RequestItem struct {
 	Quantity int    `json:"quantity"`
 }
 
+// idPattern is what a customer ID or a SKU may look like: identifiers, not
+// free text, so nothing stored or logged can carry markup or a payload.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$`)
+
 // Validate checks the values, naming every field that is wrong.
 func (r PlaceOrderRequest) Validate() error {
 	var fields []httpx.FieldError
-	if r.CustomerID == "" || len(r.CustomerID) > 64 {
-		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: "must be 1 to 64 characters"})
+	if !idPattern.MatchString(r.CustomerID) {
+		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: "must be 1 to 64 letters, digits, '.', '_', ':', '@' or '-'"})
 	}
 	if len(r.Items) == 0 || len(r.Items) > 50 {
 		fields = append(fields, httpx.FieldError{Field: "items", Reason: "must hold 1 to 50 items"})
@@ -70,8 +75,8 @@ func (r PlaceOrderRequest) Validate() error {
 	seen := map[string]bool{}
 	for i, it := range r.Items {
 		switch {
-		case it.SKU == "" || len(it.SKU) > 64:
-			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "must be 1 to 64 characters"})
+		case !idPattern.MatchString(it.SKU):
+			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "must be 1 to 64 letters, digits, '.', '_', ':', '@' or '-'"})
 		case seen[it.SKU]:
 			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "appears twice; order it once with the total quantity"})
 		}
