@@ -77,7 +77,9 @@ lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
 	@unformatted=$$(gofmt -l pkg services e2e deploy); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	@for d in $(GO_MODULES); do (cd $$d && GOWORK=off go mod tidy -diff) || { echo "go.mod of $$d is not tidy: run 'go mod tidy' there"; exit 1; }; done
 	go vet $(MODULES)
+	go vet -tags faults ./e2e
 	bin/staticcheck $(MODULES)
+	bin/staticcheck -tags faults ./e2e
 
 .PHONY: fmt
 fmt: ## format the code

@@ -424,3 +424,17 @@ func rssKiB(t *testing.T, p *process) int {
 	}
 	return 0
 }
+
+// exec runs a statement against the test's database.
+func (e *env) exec(t *testing.T, sql string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}

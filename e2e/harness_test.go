@@ -218,20 +218,6 @@ func (e *env) queueDepth(t *testing.T, queue string) int {
 	return q.Messages
 }
 
-// exec runs a statement against the test's database.
-func (e *env) exec(t *testing.T, sql string) {
-	t.Helper()
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, e.DatabaseURL)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
 // query runs a one-value query against the test's database.
 func (e *env) queryInt(t *testing.T, sql string, args ...any) int {
 	t.Helper()
