@@ -64,6 +64,11 @@ test-faults: test-services ## the fault suite: real broker, database, cache and 
 	ORDERTRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.md go test -tags faults -run TestFaults -count=1 -v -timeout 15m ./e2e 2>&1 | tee bin/fault-suite.log | grep -E '^(---|===|ok|FAIL|PASS)|faults_test.go|^ +\|'; exit $${PIPESTATUS[0]}
 	@echo; cat bin/fault-table.md
 
+.PHONY: bench-micro
+bench-micro: ## micro-benchmarks of the hot telemetry paths (-benchmem, 6 runs: compare two files with benchstat)
+	@mkdir -p bin
+	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry | tee bin/bench-micro.txt
+
 .PHONY: test-unit
 test-unit: ## run the tests that need no PostgreSQL, Redis or RabbitMQ
 	go test $(GOTEST_FLAGS) $(filter-out %/e2e,$(shell go list $(MODULES)))
