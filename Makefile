@@ -64,6 +64,10 @@ test-faults: test-services ## the fault suite: real broker, database, cache and 
 	ORDERTRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.md go test -tags faults -run TestFaults -count=1 -v -timeout 15m ./e2e 2>&1 | tee bin/fault-suite.log | grep -E '^(---|===|ok|FAIL|PASS)|faults_test.go|^ +\|'; exit $${PIPESTATUS[0]}
 	@echo; cat bin/fault-table.md
 
+.PHONY: bench
+bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (about 10 minutes); writes bench/results/<date>.md and .json
+	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ +[|#M]'; exit $${PIPESTATUS[0]}
+
 .PHONY: bench-micro
 bench-micro: ## micro-benchmarks of the hot telemetry paths (-benchmem, 6 runs: compare two files with benchstat)
 	@mkdir -p bin
@@ -83,8 +87,10 @@ lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
 	@for d in $(GO_MODULES); do (cd $$d && GOWORK=off go mod tidy -diff) || { echo "go.mod of $$d is not tidy: run 'go mod tidy' there"; exit 1; }; done
 	go vet $(MODULES)
 	go vet -tags faults ./e2e
+	go vet -tags bench ./e2e
 	bin/staticcheck $(MODULES)
 	bin/staticcheck -tags faults ./e2e
+	bin/staticcheck -tags bench ./e2e
 
 .PHONY: fmt
 fmt: ## format the code

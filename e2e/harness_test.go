@@ -55,8 +55,8 @@ func buildAndRun(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binDir = dir
 	for _, svc := range []string{"gateway", "orders", "fulfillment"} {
-		// -race: the services run with the race detector, like the unit tests.
-		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, svc), "../services/"+svc)
+		args := append([]string{"build"}, buildFlags...)
+		cmd := exec.Command("go", append(args, "-o", filepath.Join(dir, svc), "../services/"+svc)...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n", svc, err)

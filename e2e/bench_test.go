@@ -1,0 +1,309 @@
+//go:build bench
+
+package e2e
+
+// The benchmark of the whole suite: `make bench`. It builds the services
+// without the race detector, runs them as processes against the machine's
+// PostgreSQL, Redis and RabbitMQ, exporting through the stack's real
+// collector to an in-test backend, and drives the order journey at fixed
+// arrival rates (an open model: arrivals do not wait for answers, so latency
+// is not hidden by coordinated omission). It measures, in one run:
+//   (a) tracing on, 100% sampling: saturation throughput;
+//   (b) every signal off (OTEL_*_EXPORTER=none): saturation throughput;
+//   (c) tracing on, at half of (a)'s saturation for 60 s: latency, CPU, peak
+//       RSS, spans created/exported/dropped, complete traces;
+//   and (b) at the same rate, for its latency.
+// It prints a table and writes bench/results/<date>.json and .md.
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var buildFlags = []string{"-trimpath"}
+
+const (
+	benchStep      = 4 * time.Second // each rate of the saturation search
+	benchSustained = 60 * time.Second
+	benchReps      = 3
+)
+
+// shot is one request of a load.
+type shot struct {
+	latency time.Duration
+	ok      bool
+	traceID string
+	orderID string
+}
+
+// drive sends orders at rate per second for d and returns what happened.
+func drive(s *stack, rate int, d time.Duration) []shot {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		shots []shot
+	)
+	interval := time.Second / time.Duration(rate)
+	began := time.Now()
+	for i := 0; ; i++ {
+		next := began.Add(time.Duration(i) * interval)
+		if next.Sub(began) >= d {
+			break
+		}
+		time.Sleep(time.Until(next))
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"customer_id":"bench-%d","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":2}]}`, i)
+			req, _ := http.NewRequest(http.MethodPost, s.gateway.URL()+"/api/orders", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-Tenant-ID", fmt.Sprintf("tenant-%d", i%8))
+			start := time.Now()
+			resp, err := client.Do(req)
+			sh := shot{latency: time.Since(start)}
+			if err == nil {
+				var p placed
+				sh.ok = resp.StatusCode == http.StatusCreated && json.NewDecoder(resp.Body).Decode(&p) == nil
+				sh.traceID, sh.orderID = p.TraceID, p.OrderID
+				resp.Body.Close()
+			}
+			mu.Lock()
+			shots = append(shots, sh)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return shots
+}
+
+func quantile(shots []shot, q float64) time.Duration {
+	var l []time.Duration
+	for _, s := range shots {
+		l = append(l, s.latency)
+	}
+	if len(l) == 0 {
+		return 0
+	}
+	slices.Sort(l)
+	return l[min(len(l)-1, int(math.Ceil(q*float64(len(l))))-1)]
+}
+
+func okShare(shots []shot) float64 {
+	n := 0
+	for _, s := range shots {
+		if s.ok {
+			n++
+		}
+	}
+	return float64(n) / float64(max(1, len(shots)))
+}
+
+// saturation raises the rate until the suite stops keeping up: fewer than
+// 99% of requests answered 201, or a p99 over one second. It returns the
+// highest rate it kept up with.
+func saturation(s *stack) int {
+	best := 0
+	for rate := 40; rate <= 2000; rate = rate * 5 / 4 {
+		shots := drive(s, rate, benchStep)
+		if okShare(shots) < 0.99 || quantile(shots, 0.99) > time.Second {
+			break
+		}
+		best = rate
+	}
+	return best
+}
+
+// usage is a process's CPU time and peak resident memory so far.
+type usage struct {
+	CPU    time.Duration
+	PeakKB int
+}
+
+func processUsage(p *process) usage {
+	var u usage
+	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)); err == nil {
+		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+		var utime, stime int64
+		fmt.Sscan(f[11], &utime)
+		fmt.Sscan(f[12], &stime)
+		u.CPU = time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	}
+	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			fmt.Sscanf(line, "VmHWM: %d kB", &u.PeakKB)
+		}
+	}
+	return u
+}
+
+// sdkSpans sums the SDK's own span counters the services exported.
+func sdkSpans(r *receiver) (started, processed, dropped int) {
+	latest := map[string]point{}
+	for _, name := range []string{"otel.sdk.span.started", "otel.sdk.processor.span.processed"} {
+		for _, p := range r.Points(name) {
+			latest[name+p.Instance+fmt.Sprint(p.Attrs)] = p
+		}
+	}
+	for k, p := range latest {
+		switch {
+		case strings.HasPrefix(k, "otel.sdk.span.started"):
+			started += int(p.Value)
+		case p.Attrs["error.type"] != "":
+			dropped += int(p.Value)
+		default:
+			processed += int(p.Value)
+		}
+	}
+	return
+}
+
+type benchResult struct {
+	Date    string         `json:"date"`
+	Machine map[string]any `json:"machine"`
+
+	SaturationOn  []int   `json:"saturation_on_per_s"`
+	SaturationOff []int   `json:"saturation_off_per_s"`
+	Ratio         float64 `json:"saturation_ratio_on_over_off"`
+
+	SustainedRate int                `json:"sustained_rate_per_s"`
+	LatencyOn     map[string]string  `json:"latency_on"`
+	LatencyOff    map[string]string  `json:"latency_off"`
+	Usage         map[string]usageMB `json:"usage_per_service"`
+	SpansStarted  int                `json:"spans_started"`
+	SpansExported int                `json:"spans_exported"`
+	SpansDropped  int                `json:"spans_dropped"`
+	Complete      string             `json:"complete_traces"`
+}
+
+type usageMB struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+}
+
+func latencies(shots []shot) map[string]string {
+	return map[string]string{
+		"p50": quantile(shots, 0.50).Round(100 * time.Microsecond).String(),
+		"p95": quantile(shots, 0.95).Round(100 * time.Microsecond).String(),
+		"p99": quantile(shots, 0.99).Round(100 * time.Microsecond).String(),
+		"ok":  fmt.Sprintf("%.2f%%", okShare(shots)*100),
+	}
+}
+
+func TestBench(t *testing.T) {
+	on := func(t *testing.T) *stack {
+		col := startCollector(t, nil)
+		s := startStack(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP, "LOG_LEVEL": "info"})
+		s.otlp = col.backends // what reached the backend, through the collector
+		return s
+	}
+	off := func(t *testing.T) *stack {
+		return startStack(t, map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+			"OTEL_LOGS_EXPORTER": "none", "LOG_LEVEL": "info"})
+	}
+	res := benchResult{Date: time.Now().UTC().Format("2006-01-02"), Usage: map[string]usageMB{}}
+	cpu := "unknown"
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
+		}
+	}
+	res.Machine = map[string]any{"cpus": runtime.NumCPU(), "cpu": cpu, "go": runtime.Version(), "os": runtime.GOOS + "/" + runtime.GOARCH}
+
+	for rep := range benchReps {
+		t.Run(fmt.Sprintf("saturation-%d", rep+1), func(t *testing.T) {
+			t.Run("on", func(t *testing.T) { res.SaturationOn = append(res.SaturationOn, saturation(on(t))) })
+			t.Run("off", func(t *testing.T) { res.SaturationOff = append(res.SaturationOff, saturation(off(t))) })
+		})
+	}
+	res.Ratio = median(res.SaturationOn) / median(res.SaturationOff)
+	res.SustainedRate = int(median(res.SaturationOn)) / 2
+
+	t.Run("sustained-on", func(t *testing.T) {
+		s := on(t)
+		shots := drive(s, res.SustainedRate, benchSustained)
+		res.LatencyOn = latencies(shots)
+		for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
+			u := processUsage(p)
+			res.Usage[p.name] = usageMB{CPUSeconds: u.CPU.Seconds(), PeakRSSMiB: float64(u.PeakKB) / 1024}
+		}
+		// Drain: every order fulfilled, then the SDKs' last exports.
+		waitFor(t, 60*time.Second, "every order fulfilled", func() bool {
+			return s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'pending'") == 0
+		})
+		time.Sleep(7 * time.Second) // batch delay 5 s, metric interval below
+		complete, fulfilled := 0, 0
+		for _, sh := range shots {
+			if !sh.ok {
+				continue
+			}
+			fulfilled++
+			seen := map[string]bool{}
+			for _, sp := range s.otlp.Trace(sh.traceID) {
+				seen[sp.Service+"/"+sp.Kind.String()] = true
+			}
+			if seen["gateway/SPAN_KIND_SERVER"] && seen["orders/SPAN_KIND_PRODUCER"] && seen["fulfillment/SPAN_KIND_CONSUMER"] {
+				complete++
+			}
+		}
+		res.Complete = fmt.Sprintf("%d/%d (%.1f%%)", complete, fulfilled, 100*float64(complete)/float64(max(1, fulfilled)))
+		res.SpansStarted, res.SpansExported, res.SpansDropped = sdkSpans(s.otlp)
+	})
+	t.Run("sustained-off", func(t *testing.T) {
+		res.LatencyOff = latencies(drive(off(t), res.SustainedRate, benchSustained))
+	})
+
+	md := report(res)
+	t.Logf("\n%s", md)
+	if err := os.MkdirAll("../bench/results", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := json.MarshalIndent(res, "", "  ")
+	base := "../bench/results/" + res.Date
+	if err := os.WriteFile(base+".json", append(j, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(base+".md", []byte(md), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func median(v []int) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return float64(s[len(s)/2])
+}
+
+func report(r benchResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark %s\n\nMachine: %d CPUs (%s), %s, %s. Open-model load of the order journey (POST /api/orders, two items, a tenant).\n\n",
+		r.Date, r.Machine["cpus"], r.Machine["cpu"], r.Machine["go"], r.Machine["os"])
+	fmt.Fprintf(&b, "| measure | tracing on (100%%, through the collector) | every signal off |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| saturation, orders/s (runs) | %v | %v |\n", r.SaturationOn, r.SaturationOff)
+	fmt.Fprintf(&b, "| saturation, median | %.0f | %.0f |\n", median(r.SaturationOn), median(r.SaturationOff))
+	fmt.Fprintf(&b, "| ratio on/off | %.2f | |\n", r.Ratio)
+	fmt.Fprintf(&b, "| at %d orders/s for %s: p50 / p95 / p99 | %s / %s / %s | %s / %s / %s |\n", r.SustainedRate, benchSustained,
+		r.LatencyOn["p50"], r.LatencyOn["p95"], r.LatencyOn["p99"], r.LatencyOff["p50"], r.LatencyOff["p95"], r.LatencyOff["p99"])
+	fmt.Fprintf(&b, "| answered 201 | %s | %s |\n\n", r.LatencyOn["ok"], r.LatencyOff["ok"])
+	fmt.Fprintf(&b, "Tracing on, at %d orders/s for %s:\n\n| service | CPU seconds | peak RSS (MiB) |\n|---|---|---|\n", r.SustainedRate, benchSustained)
+	for _, name := range []string{"gateway", "orders", "fulfillment"} {
+		u := r.Usage[name]
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f |\n", name, u.CPUSeconds, u.PeakRSSMiB)
+	}
+	fmt.Fprintf(&b, "\nSpans (the SDKs' own counters): %d started, %d exported, %d dropped. Complete traces in the backend (gateway, orders PRODUCER, fulfillment CONSUMER): %s.\n",
+		r.SpansStarted, r.SpansExported, r.SpansDropped, r.Complete)
+	return b.String()
+}
