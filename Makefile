@@ -22,7 +22,7 @@ AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: up
 up: ## build and start the whole stack in Docker, wait until every container is healthy, print the URLs
@@ -45,6 +45,18 @@ logs: ## follow the logs of every container
 .PHONY: ps
 ps: ## list the stack's containers and their health
 	$(COMPOSE) --profile jaeger ps
+
+SCENARIO ?= smoke
+
+.PHONY: load
+load: ## run a k6 scenario against the stack (SCENARIO=smoke|average|stress|spike|soak; RATE= and DURATION= for average and soak)
+	@test -f loadtest/k6/$(SCENARIO).js || { echo "no scenario $(SCENARIO): pick smoke, average, stress, spike or soak"; exit 2; }
+	SCENARIO=$(SCENARIO) RATE=$(RATE) DURATION=$(DURATION) $(COMPOSE) --profile load run --rm -e RATE -e DURATION k6
+	@echo "summary: loadtest/results/summary-$(SCENARIO).json; the run in Grafana: ordertrace · Load test (k6)"
+
+.PHONY: test-k6
+test-k6: ## parse the k6 scripts and unit-test their shared logic with node's test runner
+	cd loadtest/k6 && node --test test/
 
 .PHONY: build
 build: $(addprefix bin/,$(SERVICES)) ## build bin/gateway, bin/orders and bin/fulfillment
