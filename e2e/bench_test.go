@@ -169,9 +169,10 @@ type benchResult struct {
 	Date    string         `json:"date"`
 	Machine map[string]any `json:"machine"`
 
-	SaturationOn  []int   `json:"saturation_on_per_s"`
-	SaturationOff []int   `json:"saturation_off_per_s"`
-	Ratio         float64 `json:"saturation_ratio_on_over_off"`
+	SaturationOn     []int   `json:"saturation_on_per_s"`
+	SaturationDirect []int   `json:"saturation_on_without_collector_per_s"`
+	SaturationOff    []int   `json:"saturation_off_per_s"`
+	Ratio            float64 `json:"saturation_ratio_on_over_off"`
 
 	SustainedRate int                `json:"sustained_rate_per_s"`
 	LatencyOn     map[string]string  `json:"latency_on"`
@@ -204,6 +205,12 @@ func TestBench(t *testing.T) {
 		s.otlp = col.backends // what reached the backend, through the collector
 		return s
 	}
+	// Tracing on, exporting straight to the in-test backend: the SDKs' cost
+	// without the collector's CPU on the same two cores.
+	direct := func(t *testing.T) *stack {
+		return startStack(t, map[string]string{"LOG_LEVEL": "info", "OTEL_BSP_SCHEDULE_DELAY": "5000",
+			"OTEL_BLRP_SCHEDULE_DELAY": "1000", "OTEL_METRIC_EXPORT_INTERVAL": "60000"})
+	}
 	off := func(t *testing.T) *stack {
 		return startStack(t, map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
 			"OTEL_LOGS_EXPORTER": "none", "LOG_LEVEL": "info"})
@@ -223,6 +230,7 @@ func TestBench(t *testing.T) {
 	for rep := range benchReps {
 		t.Run(fmt.Sprintf("saturation-%d", rep+1), func(t *testing.T) {
 			t.Run("on", func(t *testing.T) { res.SaturationOn = append(res.SaturationOn, saturation(on(t))) })
+			t.Run("direct", func(t *testing.T) { res.SaturationDirect = append(res.SaturationDirect, saturation(direct(t))) })
 			t.Run("off", func(t *testing.T) { res.SaturationOff = append(res.SaturationOff, saturation(off(t))) })
 		})
 	}
@@ -293,6 +301,8 @@ func report(r benchResult) string {
 		r.Date, r.Machine["cpus"], r.Machine["cpu"], r.Machine["go"], r.Machine["os"])
 	fmt.Fprintf(&b, "| measure | tracing on (100%%, through the collector) | every signal off |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| saturation, orders/s (runs) | %v | %v |\n", r.SaturationOn, r.SaturationOff)
+	fmt.Fprintf(&b, "| saturation without the collector (SDKs export straight to the backend), runs | %v (median %.0f, ratio %.2f) | |\n",
+		r.SaturationDirect, median(r.SaturationDirect), median(r.SaturationDirect)/median(r.SaturationOff))
 	fmt.Fprintf(&b, "| saturation, median | %.0f | %.0f |\n", median(r.SaturationOn), median(r.SaturationOff))
 	fmt.Fprintf(&b, "| ratio on/off | %.2f | |\n", r.Ratio)
 	fmt.Fprintf(&b, "| at %d orders/s for %s: p50 / p95 / p99 | %s / %s / %s | %s / %s / %s |\n", r.SustainedRate, benchSustained,
