@@ -77,7 +77,7 @@ test-faults: test-services ## the fault suite: real broker, database, cache and 
 	@echo; cat bin/fault-table.md
 
 .PHONY: bench
-bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (about 10 minutes); writes bench/results/<date>.md and .json
+bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (about 15 minutes); writes bench/results/<date>.md and .json
 	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ +[|#M]'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-micro

@@ -9,6 +9,8 @@ package e2e
 // arrival rates (an open model: arrivals do not wait for answers, so latency
 // is not hidden by coordinated omission). It measures, in one run:
 //   (a) tracing on, 100% sampling: saturation throughput;
+//   (a') tracing on, exporting straight to the backend: saturation, to
+//        separate the SDKs' cost from the collector's on the same CPUs;
 //   (b) every signal off (OTEL_*_EXPORTER=none): saturation throughput;
 //   (c) tracing on, at half of (a)'s saturation for 60 s: latency, CPU, peak
 //       RSS, spans created/exported/dropped, complete traces;
