@@ -29,12 +29,6 @@ const (
 // messageTimeout bounds all attempts at one message.
 const messageTimeout = 30 * time.Second
 
-// How the consumer waits between attempts to reach the broker.
-const (
-	reconnectMin = 250 * time.Millisecond
-	reconnectMax = 5 * time.Second
-)
-
 // Consumer takes order.created messages off the queue and applies them, each
 // inside a CONSUMER span that continues the trace of the order. It connects,
 // and reconnects after losing the broker, by itself.
@@ -72,7 +66,7 @@ func (c *Consumer) Ready() bool { return c.connected.Load() }
 // the topology again and resubscribes; unacknowledged messages are
 // redelivered by the broker and applied once, thanks to their message_id.
 func (c *Consumer) Run(ctx context.Context) error {
-	backoff := reconnectMin
+	var backoff orderevents.Backoff
 	for {
 		began := time.Now()
 		err := c.consume(ctx)
@@ -81,11 +75,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 		if time.Since(began) > time.Minute {
-			backoff = reconnectMin // it had been working: start over
+			backoff.Reset() // it had been working: start over
 		}
-		c.log.WarnContext(ctx, "consumer lost the broker; reconnecting", "error", err, "retry_in", backoff.String())
-		sleep(ctx, backoff)
-		backoff = min(backoff*2, reconnectMax)
+		pause := backoff.Next()
+		c.log.WarnContext(ctx, "consumer lost the broker; reconnecting", "error", err, "retry_in", pause.String())
+		orderevents.Sleep(ctx, pause)
 	}
 }
 
@@ -281,13 +275,5 @@ func recordError(span trace.Span, err error) {
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-	}
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
 	}
 }

@@ -18,15 +18,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// The relay's rhythm: how many rows it claims at once, how often it looks
-// without being woken (the safety net under LISTEN/NOTIFY), and how it backs
-// off while the broker is away.
+// The relay's rhythm: how many rows it claims at once, and how often it
+// looks without being woken (the safety net under LISTEN/NOTIFY). While the
+// broker is away it backs off with orderevents.Backoff.
 const (
-	relayBatch      = 100
-	relayPoll       = 2 * time.Second
-	relayBackoffMin = 250 * time.Millisecond
-	relayBackoffMax = 5 * time.Second
-	relayWorkBound  = 30 * time.Second // one batch, even during shutdown
+	relayBatch     = 100
+	relayPoll      = 2 * time.Second
+	relayWorkBound = 30 * time.Second // one batch, even during shutdown
 )
 
 // Relay publishes the outbox: it claims unsent rows (FOR UPDATE SKIP
@@ -74,20 +72,20 @@ func (r *Relay) Run(ctx context.Context) {
 	wake := make(chan struct{}, 1)
 	go r.listen(ctx, wake)
 
-	backoff := relayBackoffMin
+	var backoff orderevents.Backoff
 	for ctx.Err() == nil {
 		n, err := r.relayBatch(ctx)
 		switch {
 		case err != nil:
-			r.log.WarnContext(ctx, "outbox relay: batch failed; backing off", "error", err, "retry_in", backoff.String())
+			pause := backoff.Next()
+			r.log.WarnContext(ctx, "outbox relay: batch failed; backing off", "error", err, "retry_in", pause.String())
 			r.disconnect()
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, relayBackoffMax)
+			orderevents.Sleep(ctx, pause)
 			continue
 		case n == relayBatch:
 			continue // there is more
 		}
-		backoff = relayBackoffMin
+		backoff.Reset()
 		select {
 		case <-wake:
 		case <-time.After(relayPoll):
@@ -116,7 +114,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 		})
 		if ctx.Err() == nil {
 			r.log.DebugContext(ctx, "outbox relay: listen connection lost", "error", err)
-			sleep(ctx, relayPoll)
+			orderevents.Sleep(ctx, relayPoll)
 		}
 	}
 }
@@ -247,12 +245,4 @@ func (r *Relay) disconnect() {
 		_ = r.conn.Close()
 	}
 	r.conn, r.publisher = nil, nil
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-	}
 }
