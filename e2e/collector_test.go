@@ -174,7 +174,7 @@ func TestCollectorPipeline(t *testing.T) {
 
 	// An error trace that is fast: a message fulfillment cannot apply.
 	errorTrace := "5bf92f3577b34da6a3ce929d0e0e4736"
-	publishPoison(t, s.env.AMQPURL, errorTrace, "poison-"+errorTrace, "")
+	publishPoison(t, s.env, errorTrace, "poison-"+errorTrace, "")
 
 	// A misbehaving client of the collector sends secrets directly.
 	sendSecrets(t, col.OTLPHTTP)

@@ -209,17 +209,10 @@ const poisonParent = "00f067aa0ba902b7"
 // message for an order that does not exist, in the trace traceID (and with
 // the W3C baggage header baggage, if not empty): fulfillment retries it,
 // then dead-letters it, with an ERROR CONSUMER span in that trace.
-func publishPoison(t *testing.T, amqpURL, traceID, messageID, baggage string) {
+func publishPoison(t *testing.T, e *env, traceID, messageID, baggage string) {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := e.channel(t)
+	defer ch.Close()
 	body, _ := json.Marshal(orderevents.OrderCreated{
 		OrderID: "0190b5c4-0000-7000-8000-00000000dead", Items: []orderevents.Item{{SKU: "MUG-CERAMIC", Quantity: 1}},
 		TotalCents: 1490, Currency: "EUR", CreatedAt: time.Now(),
@@ -228,7 +221,7 @@ func publishPoison(t *testing.T, amqpURL, traceID, messageID, baggage string) {
 	if baggage != "" {
 		headers["baggage"] = baggage
 	}
-	err = ch.PublishWithContext(t.Context(), orderevents.Exchange, orderevents.RoutingKeyCreated, true, false, amqp.Publishing{
+	err := ch.PublishWithContext(t.Context(), orderevents.Exchange, orderevents.RoutingKeyCreated, true, false, amqp.Publishing{
 		Headers: headers, ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: messageID, Body: body,
 	})
 	if err != nil {
@@ -245,17 +238,10 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	s := startStack(t, map[string]string{"FULFILLMENT_MAX_ATTEMPTS": "3", "FULFILLMENT_RETRY_BACKOFF": "20ms"})
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	publishPoison(t, s.env.AMQPURL, traceID, "poison-1", "tenant.id=globex")
+	publishPoison(t, s.env, traceID, "poison-1", "tenant.id=globex")
 
-	conn, err := amqp.Dial(s.env.AMQPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := s.env.channel(t)
+	defer ch.Close()
 	var dead amqp.Delivery
 	waitFor(t, 15*time.Second, "the message in the dead-letter queue", func() bool {
 		d, ok, err := ch.Get(orderevents.DeadLetterQueue, true)

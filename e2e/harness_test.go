@@ -99,6 +99,9 @@ type env struct {
 	VHost       string
 	AMQPURL     string
 	Redis       *redis.Client
+
+	amqpMu   sync.Mutex
+	amqpConn *amqp.Connection // see channel
 }
 
 // newEnv creates a database, a virtual host and a Redis key space for t and
@@ -198,19 +201,33 @@ func rabbitDo(method, path string, body, out any) error {
 	return nil
 }
 
+// channel opens a channel on the test's vhost, over one connection the test
+// shares and closes when it ends. Close the channel when done with it.
+func (e *env) channel(t *testing.T) *amqp.Channel {
+	t.Helper()
+	e.amqpMu.Lock()
+	defer e.amqpMu.Unlock()
+	if e.amqpConn == nil {
+		conn, err := amqp.Dial(e.AMQPURL)
+		if err != nil {
+			t.Fatalf("rabbitmq: %v", err)
+		}
+		e.amqpConn = conn
+		t.Cleanup(func() { conn.Close() })
+	}
+	ch, err := e.amqpConn.Channel()
+	if err != nil {
+		t.Fatalf("rabbitmq channel: %v", err)
+	}
+	return ch
+}
+
 // queueDepth returns the number of ready messages in a queue of the test's
 // vhost, asked of the broker itself (the management API's counters lag).
 func (e *env) queueDepth(t *testing.T, queue string) int {
 	t.Helper()
-	conn, err := amqp.Dial(e.AMQPURL)
-	if err != nil {
-		t.Fatalf("queue %s: %v", queue, err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("queue %s: %v", queue, err)
-	}
+	ch := e.channel(t)
+	defer ch.Close()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
 		t.Fatalf("queue %s: %v", queue, err)
