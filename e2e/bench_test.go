@@ -20,13 +20,10 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"math"
-	"net/http"
 	"os"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -39,73 +36,19 @@ const (
 	benchReps      = 3
 )
 
-// shot is one request of a load.
-type shot struct {
-	latency time.Duration
-	ok      bool
-	traceID string
-	orderID string
-}
-
-// drive sends orders at rate per second for d and returns what happened.
-func drive(s *stack, rate int, d time.Duration) []shot {
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		shots []shot
-	)
-	interval := time.Second / time.Duration(rate)
-	began := time.Now()
-	for i := 0; ; i++ {
-		next := began.Add(time.Duration(i) * interval)
-		if next.Sub(began) >= d {
-			break
-		}
-		time.Sleep(time.Until(next))
-		wg.Go(func() {
-			body := fmt.Sprintf(`{"customer_id":"bench-%d","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":2}]}`, i)
-			req, _ := http.NewRequest(http.MethodPost, s.gateway.URL()+"/api/orders", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("X-Tenant-ID", fmt.Sprintf("tenant-%d", i%8))
-			start := time.Now()
-			resp, err := client.Do(req)
-			sh := shot{latency: time.Since(start)}
-			if err == nil {
-				var p placed
-				sh.ok = resp.StatusCode == http.StatusCreated && json.NewDecoder(resp.Body).Decode(&p) == nil
-				sh.traceID, sh.orderID = p.TraceID, p.OrderID
-				resp.Body.Close()
-			}
-			mu.Lock()
-			shots = append(shots, sh)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return shots
-}
-
-func quantile(shots []shot, q float64) time.Duration {
-	var l []time.Duration
-	for _, s := range shots {
-		l = append(l, s.latency)
-	}
-	if len(l) == 0 {
-		return 0
-	}
-	slices.Sort(l)
-	return l[min(len(l)-1, int(math.Ceil(q*float64(len(l))))-1)]
-}
-
 func okShare(shots []shot) float64 {
 	n := 0
 	for _, s := range shots {
-		if s.ok {
+		if s.ok() {
 			n++
 		}
 	}
 	return float64(n) / float64(max(1, len(shots)))
+}
+
+// benchOrder is the journey's order: two products and a tenant.
+func benchOrder(i int) string {
+	return fmt.Sprintf(`{"customer_id":"bench-%d","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":2}]}`, i)
 }
 
 // saturation raises the rate until the suite stops keeping up: fewer than
@@ -114,36 +57,13 @@ func okShare(shots []shot) float64 {
 func saturation(s *stack) int {
 	best := 0
 	for rate := 40; rate <= 2000; rate = rate * 5 / 4 {
-		shots := drive(s, rate, benchStep)
+		shots := drive(s, rate, benchStep, benchOrder)
 		if okShare(shots) < 0.99 || quantile(shots, 0.99) > time.Second {
 			break
 		}
 		best = rate
 	}
 	return best
-}
-
-// usage is a process's CPU time and peak resident memory so far.
-type usage struct {
-	CPU    time.Duration
-	PeakKB int
-}
-
-func processUsage(p *process) usage {
-	var u usage
-	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)); err == nil {
-		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-		var utime, stime int64
-		fmt.Sscan(f[11], &utime)
-		fmt.Sscan(f[12], &stime)
-		u.CPU = time.Duration(utime+stime) * time.Second / 100 // USER_HZ
-	}
-	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
-		for _, line := range strings.Split(string(raw), "\n") {
-			fmt.Sscanf(line, "VmHWM: %d kB", &u.PeakKB)
-		}
-	}
-	return u
 }
 
 // sdkSpans sums the SDK's own span counters the services exported.
@@ -241,7 +161,7 @@ func TestBench(t *testing.T) {
 
 	t.Run("sustained-on", func(t *testing.T) {
 		s := on(t)
-		shots := drive(s, res.SustainedRate, benchSustained)
+		shots := drive(s, res.SustainedRate, benchSustained, benchOrder)
 		res.LatencyOn = latencies(shots)
 		for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
 			u := processUsage(p)
@@ -254,7 +174,7 @@ func TestBench(t *testing.T) {
 		time.Sleep(7 * time.Second) // batch delay 5 s, metric interval below
 		complete, fulfilled := 0, 0
 		for _, sh := range shots {
-			if !sh.ok {
+			if !sh.ok() {
 				continue
 			}
 			fulfilled++
@@ -270,7 +190,7 @@ func TestBench(t *testing.T) {
 		res.SpansStarted, res.SpansExported, res.SpansDropped = sdkSpans(s.otlp)
 	})
 	t.Run("sustained-off", func(t *testing.T) {
-		res.LatencyOff = latencies(drive(off(t), res.SustainedRate, benchSustained))
+		res.LatencyOff = latencies(drive(off(t), res.SustainedRate, benchSustained, benchOrder))
 	})
 
 	md := report(res)

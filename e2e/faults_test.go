@@ -9,16 +9,13 @@ package e2e
 // what happened, and prints one row of the table in docs/reliability.md.
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,27 +34,10 @@ const (
 	drainTimeout  = 60 * time.Second
 )
 
-// result is one request of the load.
-type result struct {
-	start   time.Time
-	latency time.Duration
-	status  int
-	orderID string
-	traceID string
-}
-
-// load posts orders at faultRate for faultDuration, calling inject at
-// faultStart and restore faultLength later.
-func load(t *testing.T, s *stack, inject, restore func()) (results []result, faultFrom, faultTo time.Time) {
-	t.Helper()
-	client := &http.Client{Timeout: 15 * time.Second}
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
-	tick := time.NewTicker(time.Second / faultRate)
-	defer tick.Stop()
-	began := time.Now()
+// load posts orders (one mug each, so the stock tells how often each was
+// applied) at faultRate for faultDuration, calling inject at faultStart and
+// restore faultLength later.
+func load(s *stack, inject, restore func()) (shots []shot, faultFrom, faultTo time.Time) {
 	faultDone := make(chan struct{})
 	go func() {
 		defer close(faultDone)
@@ -68,34 +48,11 @@ func load(t *testing.T, s *stack, inject, restore func()) (results []result, fau
 		restore()
 		faultTo = time.Now()
 	}()
-	for i := 0; time.Since(began) < faultDuration; i++ {
-		<-tick.C
-		wg.Go(func() {
-			body := fmt.Sprintf(`{"customer_id":"load-%d","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, i)
-			req, _ := http.NewRequest(http.MethodPost, s.gateway.URL()+"/api/orders", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			r := result{start: time.Now()}
-			resp, err := client.Do(req)
-			r.latency = time.Since(r.start)
-			if err == nil {
-				r.status = resp.StatusCode
-				if parts := strings.Split(resp.Header.Get("traceresponse"), "-"); len(parts) == 4 {
-					r.traceID = parts[1]
-				}
-				var p placed
-				if r.status == http.StatusCreated && jsonDecode(resp, &p) == nil {
-					r.orderID, r.traceID = p.OrderID, p.TraceID
-				}
-				resp.Body.Close()
-			}
-			mu.Lock()
-			results = append(results, r)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	shots = drive(s, faultRate, faultDuration, func(i int) string {
+		return fmt.Sprintf(`{"customer_id":"load-%d","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, i)
+	})
 	<-faultDone
-	return results, faultFrom, faultTo
+	return shots, faultFrom, faultTo
 }
 
 // row is one line of the fault table.
@@ -123,24 +80,21 @@ var (
 
 // reconcile drains the stack (every committed order fulfilled, failed or
 // dead-lettered), then compares what was promised with what happened.
-func reconcile(t *testing.T, s *stack, name string, results []result, from, to time.Time, traces bool) row {
+func reconcile(t *testing.T, s *stack, name string, results []shot, from, to time.Time, traces bool) row {
 	t.Helper()
 	r := row{fault: name, sent: len(results)}
-	var during []time.Duration
-	created := map[string]result{}
+	var during []shot
+	created := map[string]shot{}
 	for _, res := range results {
-		if res.status == http.StatusCreated {
+		if res.ok() {
 			r.created++
 			created[res.orderID] = res
 		}
 		if !res.start.Before(from) && res.start.Before(to.Add(time.Second)) {
-			during = append(during, res.latency)
+			during = append(during, res)
 		}
 	}
-	slices.Sort(during)
-	if len(during) > 0 {
-		r.p99 = during[min(len(during)-1, len(during)*99/100)]
-	}
+	r.p99 = quantile(during, 0.99)
 
 	drainFrom := time.Now()
 	var pending int
@@ -207,8 +161,6 @@ func reconcile(t *testing.T, s *stack, name string, results []result, from, to t
 	return r
 }
 
-func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
-
 func run(t *testing.T, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
@@ -234,14 +186,14 @@ func TestFaults(t *testing.T) {
 		extra           map[string]string
 		inject, restore func(t *testing.T, s *stack)
 		traces          bool
-		check           func(t *testing.T, s *stack, results []result)
+		check           func(t *testing.T, s *stack, results []shot)
 	}{
 		{
 			name:    "RabbitMQ app stopped 3 s",
 			inject:  func(t *testing.T, s *stack) { run(t, "rabbitmqctl", "stop_app") },
 			restore: func(t *testing.T, s *stack) { run(t, "rabbitmqctl", "start_app") },
 			traces:  true,
-			check: func(t *testing.T, s *stack, results []result) {
+			check: func(t *testing.T, s *stack, results []shot) {
 				// Orders went on being accepted while the broker was away; their
 				// messages waited in the outbox, and their traces are whole.
 				var lagged int
@@ -274,7 +226,7 @@ func TestFaults(t *testing.T) {
 				s.orders = start(t, "orders", v)
 			},
 			traces: true,
-			check: func(t *testing.T, s *stack, results []result) {
+			check: func(t *testing.T, s *stack, results []shot) {
 				if n := wantFailuresTraced(t, s, results); n == 0 {
 					t.Error("no request was refused while orders was down")
 				}
@@ -293,7 +245,7 @@ func TestFaults(t *testing.T) {
 			},
 			restore: func(t *testing.T, s *stack) { s.env.exec(t, "DROP TRIGGER refuse_sent ON outbox") },
 			traces:  true,
-			check: func(t *testing.T, s *stack, _ []result) {
+			check: func(t *testing.T, s *stack, _ []shot) {
 				for _, sp := range s.otlp.Spans() {
 					if sp.Kind == consumer && sp.Attrs["fulfillment.outcome"] == "duplicate" {
 						return // a message published twice, applied once
@@ -318,7 +270,7 @@ func TestFaults(t *testing.T) {
 			},
 			restore: func(t *testing.T, s *stack) {},
 			traces:  true,
-			check: func(t *testing.T, s *stack, results []result) {
+			check: func(t *testing.T, s *stack, results []shot) {
 				t.Logf("%d requests refused when their connection was terminated", wantFailuresTraced(t, s, results))
 			},
 		},
@@ -327,7 +279,7 @@ func TestFaults(t *testing.T) {
 			inject:  func(t *testing.T, s *stack) { run(t, "redis-cli", "shutdown", "nosave") },
 			restore: func(t *testing.T, s *stack) { run(t, "bash", "../scripts/test-services.sh") },
 			traces:  true,
-			check: func(t *testing.T, s *stack, _ []result) {
+			check: func(t *testing.T, s *stack, _ []shot) {
 				for _, line := range s.orders.Lines() {
 					if strings.Contains(line, "reading the database for a while") {
 						return // degraded to PostgreSQL reads, orders went on
@@ -342,11 +294,11 @@ func TestFaults(t *testing.T) {
 			inject:  func(t *testing.T, s *stack) {},
 			restore: func(t *testing.T, s *stack) {},
 			traces:  false,
-			check: func(t *testing.T, s *stack, _ []result) {
+			check: func(t *testing.T, s *stack, _ []shot) {
 				for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
-					rss := rssKiB(t, p)
+					rss := processUsage(p).PeakKB
 					took := p.Stop(t)
-					t.Logf("%s: RSS %d KiB under load with a dead collector, stopped %s after SIGTERM", p.name, rss, took.Round(time.Millisecond))
+					t.Logf("%s: peak RSS %d KiB under load with a dead collector, stopped %s after SIGTERM", p.name, rss, took.Round(time.Millisecond))
 					if took > 15*time.Second {
 						t.Errorf("%s took %s to stop with a dead collector", p.name, took)
 					}
@@ -360,7 +312,7 @@ func TestFaults(t *testing.T) {
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			s := startStack(t, f.extra)
-			results, from, to := load(t, s, func() { f.inject(t, s) }, func() { f.restore(t, s) })
+			results, from, to := load(s, func() { f.inject(t, s) }, func() { f.restore(t, s) })
 			reconcile(t, s, f.name, results, from, to, f.traces)
 			if f.check != nil {
 				f.check(t, s, results)
@@ -393,23 +345,6 @@ func blackhole(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// rssKiB reads a process's resident memory from /proc.
-func rssKiB(t *testing.T, p *process) int {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var kib int
-		if n, _ := fmt.Sscanf(sc.Text(), "VmRSS: %d kB", &kib); n == 1 {
-			return kib
-		}
-	}
-	return 0
-}
-
 // exec runs a statement against the test's database.
 func (e *env) exec(t *testing.T, sql string) {
 	t.Helper()
@@ -427,7 +362,7 @@ func (e *env) exec(t *testing.T, sql string) {
 // wantFailuresTraced checks that every 503 of the load shows in its trace:
 // ERROR on each gateway span, and the exception on the SERVER span. It
 // returns how many there were.
-func wantFailuresTraced(t *testing.T, s *stack, results []result) int {
+func wantFailuresTraced(t *testing.T, s *stack, results []shot) int {
 	t.Helper()
 	time.Sleep(500 * time.Millisecond) // the last spans
 	failed := 0
