@@ -44,16 +44,6 @@ func pinned(image string) bool {
 	return ok && name != "" && tag != "" && tag != "latest" && !strings.Contains(tag, "$")
 }
 
-// oneShot reports whether another service waits for name to complete.
-func oneShot(p *types.Project, name string) bool {
-	for _, s := range p.Services {
-		if d, ok := s.DependsOn[name]; ok && d.Condition == types.ServiceConditionCompletedSuccessfully {
-			return true
-		}
-	}
-	return false
-}
-
 func TestComposeFile(t *testing.T) {
 	p := loadCompose(t, "*") // every profile: jaeger too
 	if len(p.Services) < 12 {
@@ -76,7 +66,7 @@ func TestComposeFile(t *testing.T) {
 			}
 			if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
 				// A run (a load test) rather than a service needs none.
-				if !oneShot(p, name) && !slices.Contains(s.Profiles, "load") {
+				if !slices.Contains(s.Profiles, "load") {
 					t.Error("no healthcheck")
 				}
 			}
@@ -84,7 +74,7 @@ func TestComposeFile(t *testing.T) {
 				t.Error("no memory limit")
 			}
 			for dep, d := range s.DependsOn {
-				if d.Condition != types.ServiceConditionHealthy && d.Condition != types.ServiceConditionCompletedSuccessfully {
+				if d.Condition != types.ServiceConditionHealthy {
 					t.Errorf("depends on %s with condition %q, want service_healthy", dep, d.Condition)
 				}
 			}
