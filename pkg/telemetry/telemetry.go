@@ -24,8 +24,11 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	otellog "go.opentelemetry.io/otel/log"
+	lognoop "go.opentelemetry.io/otel/log/noop"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 )
 
 // Options names the service and says where its JSON log lines go. Everything
@@ -93,8 +96,16 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	if err != nil {
 		return nil, nil, fmt.Errorf("metric exporter: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
-	shutdowns = append(shutdowns, mp.Shutdown)
+	// An exporter set to `none` turns its signal off entirely: the provider
+	// is a no-op, so nothing is recorded only to be thrown away. Trace context
+	// still flows: a no-op span carries its parent's trace, so a service with
+	// tracing off passes the traceparent it received on to the next one.
+	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
+	if !autoexport.IsNoneMetricReader(reader) {
+		sdkmp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
+		shutdowns = append(shutdowns, sdkmp.Shutdown)
+		mp = sdkmp
+	}
 	otel.SetMeterProvider(mp)
 
 	// The batch processor's limits and the sampler follow OTEL_BSP_* and
@@ -104,15 +115,23 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	if err != nil {
 		return nil, nil, fmt.Errorf("span exporter: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp))
-	shutdowns = append(shutdowns, tp.Shutdown)
+	var tp trace.TracerProvider = tracenoop.NewTracerProvider()
+	if !autoexport.IsNoneSpanExporter(spanExp) {
+		sdktp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp))
+		shutdowns = append(shutdowns, sdktp.Shutdown)
+		tp = sdktp
+	}
 
 	logExp, err := autoexport.NewLogExporter(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log exporter: %w", err)
 	}
-	lp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(sdklog.NewBatchProcessor(logExp)))
-	shutdowns = append(shutdowns, lp.Shutdown)
+	var lp otellog.LoggerProvider = lognoop.NewLoggerProvider()
+	if !autoexport.IsNoneLogExporter(logExp) {
+		sdklp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(sdklog.NewBatchProcessor(logExp)))
+		shutdowns = append(shutdowns, sdklp.Shutdown)
+		lp = sdklp
+	}
 
 	if err := runtime.Start(runtime.WithMeterProvider(mp)); err != nil {
 		return nil, nil, fmt.Errorf("runtime metrics: %w", err)

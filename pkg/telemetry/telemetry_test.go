@@ -15,7 +15,7 @@ import (
 // These tests set process environment variables, so they do not run in parallel.
 
 func TestSetupHonoursStandardVariables(t *testing.T) {
-	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_TRACES_EXPORTER", "console") // a recording SDK, exporting to stdout
 	t.Setenv("OTEL_METRICS_EXPORTER", "none")
 	t.Setenv("OTEL_LOGS_EXPORTER", "none")
 	t.Setenv("OTEL_SERVICE_NAME", "renamed")
@@ -65,7 +65,7 @@ func TestSetupRejectsUnknownExporter(t *testing.T) {
 }
 
 func TestSamplerFromEnvironment(t *testing.T) {
-	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_TRACES_EXPORTER", "console")
 	t.Setenv("OTEL_METRICS_EXPORTER", "none")
 	t.Setenv("OTEL_LOGS_EXPORTER", "none")
 	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
@@ -90,6 +90,37 @@ func TestSamplerFromEnvironment(t *testing.T) {
 		t.Error("child of a sampled remote parent was not sampled")
 	}
 	child.End()
+}
+
+// TestNoneTurnsSignalsOff: with every exporter set to none, nothing is
+// recorded, yet an incoming trace still flows through to the next hop and
+// into the log lines.
+func TestNoneTurnsSignalsOff(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_LOGS_EXPORTER", "none")
+	var out bytes.Buffer
+	tel, shutdown, err := Setup(t.Context(), Options{ServiceName: "x", LogOutput: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	if _, ok := tel.TracerProvider.(*sdktrace.TracerProvider); ok {
+		t.Error("OTEL_TRACES_EXPORTER=none still built the SDK's tracer provider")
+	}
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := ExtractAMQP(t.Context(), tel.Propagator, map[string]any{"traceparent": traceparent})
+	ctx, span := tel.Tracer("t").Start(ctx, "work")
+	if span.IsRecording() {
+		t.Error("a span was recorded with tracing off")
+	}
+	if got := InjectAMQP(ctx, tel.Propagator, nil)["traceparent"]; got != traceparent {
+		t.Errorf("next hop gets traceparent %v, want the incoming %s", got, traceparent)
+	}
+	tel.Logger.InfoContext(ctx, "hello")
+	if !bytes.Contains(out.Bytes(), []byte(`"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`)) {
+		t.Errorf("log line %q lacks the incoming trace_id", out.String())
+	}
 }
 
 // TestShutdownIsBounded exports to an address where nothing listens: the
