@@ -15,6 +15,8 @@ import (
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Postgres opens a connection pool whose queries become CLIENT spans (with
@@ -24,10 +26,13 @@ func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	cfg.ConnConfig.Tracer = otelpgx.NewTracer(
-		otelpgx.WithTracerProvider(tel.TracerProvider),
-		otelpgx.WithMeterProvider(tel.MeterProvider),
-	)
+	cfg.ConnConfig.Tracer = &pgTracer{
+		Tracer: otelpgx.NewTracer(
+			otelpgx.WithTracerProvider(tel.TracerProvider),
+			otelpgx.WithMeterProvider(tel.MeterProvider),
+		),
+		tracer: tel.Tracer("github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"),
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
@@ -37,6 +42,44 @@ func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry)
 		return nil, fmt.Errorf("postgres pool metrics: %w", err)
 	}
 	return pool, nil
+}
+
+// PoolWaitThreshold is how long taking a connection from the pool must take
+// to be worth a span.
+const PoolWaitThreshold = time.Millisecond
+
+// pgTracer is otelpgx's tracer, except that taking a connection from the pool
+// becomes a "pool.acquire" span only when it waited (PoolWaitThreshold or
+// longer) or failed. A free connection takes microseconds; a span for each
+// was three or four of the thirty-odd spans of every order, telling nothing.
+// A pool that is too small still shows: its waits are spans.
+type pgTracer struct {
+	*otelpgx.Tracer // queries, batches, copies, connects, prepares
+	tracer          trace.Tracer
+}
+
+type acquireStartKey struct{}
+
+// TraceAcquireStart notes when the wait began, if the caller is traced.
+func (t *pgTracer) TraceAcquireStart(ctx context.Context, _ *pgxpool.Pool, _ pgxpool.TraceAcquireStartData) context.Context {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx
+	}
+	return context.WithValue(ctx, acquireStartKey{}, time.Now())
+}
+
+// TraceAcquireEnd records the wait as a span that began when it did.
+func (t *pgTracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pgxpool.TraceAcquireEndData) {
+	began, ok := ctx.Value(acquireStartKey{}).(time.Time)
+	if !ok || (data.Err == nil && time.Since(began) < PoolWaitThreshold) {
+		return
+	}
+	_, span := t.tracer.Start(ctx, "pool.acquire", trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(began))
+	if data.Err != nil {
+		span.RecordError(data.Err)
+		span.SetStatus(codes.Error, data.Err.Error())
+	}
+	span.End()
 }
 
 // Redis opens a client whose commands become CLIENT spans named after the

@@ -1,0 +1,87 @@
+package instrumented
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// TestPoolWaitIsASpan runs against the machine's PostgreSQL with a pool of
+// one connection: taking the free connection leaves no span; waiting for it
+// leaves a pool.acquire span as long as the wait.
+func TestPoolWaitIsASpan(t *testing.T) {
+	url := os.Getenv("TEST_DATABASE_URL")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	rec := tracetest.NewSpanRecorder()
+	tel := &telemetry.Telemetry{
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+		MeterProvider:  metricnoop.NewMeterProvider(),
+	}
+	pool, err := Postgres(t.Context(), url+"&pool_max_conns=1", tel)
+	if err == nil {
+		err = pool.Ping(t.Context())
+	}
+	if err != nil {
+		if os.Getenv("ORDERTRACE_REQUIRE_SERVICES") == "1" {
+			t.Fatalf("PostgreSQL unavailable: %v", err)
+		}
+		t.Skipf("PostgreSQL unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", err)
+	}
+	defer pool.Close()
+
+	acquires := func() (n int, longest time.Duration) {
+		for _, s := range rec.Ended() {
+			if s.Name() == "pool.acquire" {
+				n++
+				longest = max(longest, s.EndTime().Sub(s.StartTime()))
+			}
+		}
+		return n, longest
+	}
+
+	ctx, root := tel.TracerProvider.Tracer("t").Start(t.Context(), "work")
+	conn, err := pool.Acquire(ctx) // the free connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := acquires(); n != 0 {
+		t.Errorf("taking a free connection left %d pool.acquire spans, want none", n)
+	}
+
+	const hold = 50 * time.Millisecond
+	go func() {
+		time.Sleep(hold)
+		conn.Release()
+	}()
+	waited, err := pool.Acquire(ctx) // waits for the release
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited.Release()
+	if n, longest := acquires(); n != 1 || longest < hold/2 {
+		t.Errorf("waiting for the connection left %d pool.acquire spans (longest %v), want 1 of about %v", n, longest, hold)
+	}
+
+	// A failed acquire is a span too, with the error.
+	cctx, cancel := context.WithCancel(ctx)
+	held, _ := pool.Acquire(cctx)
+	cancel()
+	if _, err := pool.Acquire(cctx); err == nil {
+		t.Fatal("acquire with a cancelled context succeeded")
+	}
+	if held != nil {
+		held.Release()
+	}
+	root.End()
+	if n, _ := acquires(); n != 2 {
+		t.Errorf("a failed acquire left %d pool.acquire spans in all, want 2", n)
+	}
+}
