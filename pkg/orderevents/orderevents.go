@@ -81,7 +81,11 @@ func DeclareTopology(ch *amqp.Channel) error {
 // CacheKey is the Redis key under which orders caches a value of kind
 // ("stock" or "price") for sku. Keys are namespaced by the PostgreSQL
 // database, so stacks (or test databases) that share a Redis never mix;
-// fulfillment deletes the stock keys of what it ships.
+// fulfillment writes the new stock level of what it ships.
 func CacheKey(database, kind, sku string) string {
 	return "ordertrace:" + database + ":" + kind + ":" + sku
 }
+
+// StockTTL bounds how long a cached stock level lives: short, because only
+// orders' advisory check reads it, and a lost write must not linger.
+const StockTTL = 5 * time.Second

@@ -72,6 +72,7 @@ func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (o
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("order.id", ev.OrderID))
 
+	var levels map[string]int64 // the stock left of each SKU taken
 	err = pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, "INSERT INTO processed_messages (message_id) VALUES ($1) ON CONFLICT DO NOTHING", messageID)
 		if err != nil {
@@ -94,7 +95,7 @@ func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (o
 			result = outcomeSettled
 			return nil
 		}
-		result, err = f.reserveStock(ctx, tx, ev.Items)
+		result, levels, err = f.reserveStock(ctx, tx, ev.Items)
 		if err != nil {
 			return err
 		}
@@ -107,14 +108,15 @@ func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (o
 		f.delay.Record(ctx, time.Since(ev.CreatedAt).Seconds(), metric.WithAttributes(attribute.String("fulfillment.outcome", string(result))))
 	}
 	if result == outcomeFulfilled {
-		f.forgetStock(ctx, ev.Items)
+		f.cacheStock(ctx, levels)
 	}
 	return ev.OrderID, result, nil
 }
 
 // reserveStock takes the stock of every line, or none of it: a savepoint
-// undoes the lines already taken when one runs short.
-func (f *Fulfiller) reserveStock(ctx context.Context, tx pgx.Tx, items []orderevents.Item) (result outcome, err error) {
+// undoes the lines already taken when one runs short. It returns the new stock
+// level of each SKU taken.
+func (f *Fulfiller) reserveStock(ctx context.Context, tx pgx.Tx, items []orderevents.Item) (result outcome, levels map[string]int64, err error) {
 	ctx, span := f.tracer.Start(ctx, "fulfillment.reserve_stock",
 		trace.WithAttributes(attribute.Int("order.item_count", len(items))))
 	defer func() {
@@ -123,22 +125,26 @@ func (f *Fulfiller) reserveStock(ctx context.Context, tx pgx.Tx, items []orderev
 	}()
 	sp, err := tx.Begin(ctx)
 	if err != nil {
-		return "", fmt.Errorf("savepoint: %w", err)
+		return "", nil, fmt.Errorf("savepoint: %w", err)
 	}
 	// Rows are locked in SKU order, whatever the order's line order, so two
 	// orders for the same products never wait on each other in a cycle.
 	items = slices.SortedFunc(slices.Values(items), func(a, b orderevents.Item) int { return strings.Compare(a.SKU, b.SKU) })
+	levels = make(map[string]int64, len(items))
 	for _, it := range items {
-		tag, err := sp.Exec(ctx, "UPDATE products SET stock = stock - $2 WHERE sku = $1 AND stock >= $2", it.SKU, it.Quantity)
-		if err != nil {
-			return "", fmt.Errorf("take stock: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
+		var left int64
+		err := sp.QueryRow(ctx, "UPDATE products SET stock = stock - $2 WHERE sku = $1 AND stock >= $2 RETURNING stock::bigint",
+			it.SKU, it.Quantity).Scan(&left)
+		if errors.Is(err, pgx.ErrNoRows) {
 			span.SetAttributes(attribute.Bool("fulfillment.out_of_stock", true))
-			return outcomeFailed, sp.Rollback(ctx)
+			return outcomeFailed, nil, sp.Rollback(ctx)
 		}
+		if err != nil {
+			return "", nil, fmt.Errorf("take stock: %w", err)
+		}
+		levels[it.SKU] = left
 	}
-	return outcomeFulfilled, sp.Commit(ctx)
+	return outcomeFulfilled, levels, sp.Commit(ctx)
 }
 
 // completeOrder sets the order's final status.
@@ -155,12 +161,20 @@ func (f *Fulfiller) completeOrder(ctx context.Context, tx pgx.Tx, orderID string
 	return nil
 }
 
-// forgetStock drops the cached stock of what was shipped, so orders reads
-// the new level. A failure only leaves a stale entry until its short TTL.
-func (f *Fulfiller) forgetStock(ctx context.Context, items []orderevents.Item) {
-	keys := make([]string, len(items))
-	for i, it := range items {
-		keys[i] = orderevents.CacheKey(f.pool.Config().ConnConfig.Database, "stock", it.SKU)
-	}
-	_ = f.rdb.Del(ctx, keys...).Err()
+// cacheStock writes the new stock levels to orders' cache (write-through),
+// after the commit. Deleting the keys instead would make the next order of
+// the same products miss the cache and read PostgreSQL: under load, nearly
+// every order did (docs/performance.md). Two fulfillments of one SKU may
+// write in the opposite order of their commits, leaving a level one order
+// too high until the next write or the TTL; orders' check is advisory, and
+// reserveStock is the one that refuses to oversell. A failure only leaves a
+// stale entry until its TTL.
+func (f *Fulfiller) cacheStock(ctx context.Context, levels map[string]int64) {
+	database := f.pool.Config().ConnConfig.Database
+	_, _ = f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sku, left := range levels {
+			p.Set(ctx, orderevents.CacheKey(database, "stock", sku), left, orderevents.StockTTL)
+		}
+		return nil
+	})
 }

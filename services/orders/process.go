@@ -40,7 +40,6 @@ func (e *itemError) Unwrap() error { return e.Err }
 
 const (
 	currency = "EUR"
-	stockTTL = 5 * time.Second // short: fulfillment takes stock all the time
 	priceTTL = 5 * time.Minute
 
 	// placeTimeout bounds charging, storing and publishing one order.
@@ -208,7 +207,7 @@ func (s *Service) validateInventory(ctx context.Context, items []RequestItem, sk
 		recordError(span, err)
 		span.End()
 	}()
-	stock, err := s.cachedLookup(ctx, span, "stock", skus, s.store.Stock, stockTTL)
+	stock, err := s.cachedLookup(ctx, span, "stock", skus, s.store.Stock, orderevents.StockTTL)
 	if err != nil {
 		return err
 	}
