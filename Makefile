@@ -73,11 +73,13 @@ test: test-services ## run every test (unit and end-to-end) against local Postgr
 
 .PHONY: test-faults
 test-faults: test-services ## the fault suite: real broker, database, cache and collector faults under load (stops the machine's RabbitMQ and Redis for a moment; run it alone)
+	@mkdir -p bin
 	ORDERTRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.md go test -tags faults -run TestFaults -count=1 -v -timeout 15m ./e2e 2>&1 | tee bin/fault-suite.log | grep -E '^(---|===|ok|FAIL|PASS)|faults_test.go|^ +\|'; exit $${PIPESTATUS[0]}
 	@echo; cat bin/fault-table.md
 
 .PHONY: bench
-bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (about 15 minutes); writes bench/results/<date>.md and .json
+bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (15 to 25 minutes); writes bench/results/<date>.md and .json
+	@mkdir -p bin
 	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ +[|#M]'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-micro
