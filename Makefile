@@ -128,6 +128,17 @@ run: build test-services ## run the three services locally (Ctrl-C stops them); 
 order: ## place one sample order through the gateway and print the link to its trace in Grafana
 	@bash scripts/order.sh
 
+.PHONY: scenario scenarios scenario-reset
+scenario: ## switch a workshop scenario at run time: make scenario NAME=payment-failures ON=1 (ON=0 switches it off)
+	@test -n "$(NAME)" || { go run ./pkg/scenario/cmd/scenario list; echo; echo "usage: make scenario NAME=<one of the above> ON=1 (or ON=0)"; exit 2; }
+	@go run ./pkg/scenario/cmd/scenario set $(NAME) $(if $(filter 1 on true,$(ON)),on,off)
+
+scenarios: ## list the workshop scenarios and which are on
+	@go run ./pkg/scenario/cmd/scenario list
+
+scenario-reset: ## switch every workshop scenario off
+	@go run ./pkg/scenario/cmd/scenario reset && echo "every scenario is off"
+
 .PHONY: clean
 clean: ## stop the stack and delete its volumes (all its data), and remove bin/
 	-$(COMPOSE) --profile jaeger down --volumes --remove-orphans

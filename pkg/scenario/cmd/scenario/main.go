@@ -1,0 +1,65 @@
+// Command scenario lists and switches the workshop's scenarios in the
+// scenarios file that the running services watch (make scenario, make
+// scenarios). A switch takes effect within a second, without a restart.
+//
+//	scenario [-file path] list
+//	scenario [-file path] set NAME on|off
+//	scenario [-file path] reset        every scenario off
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"slices"
+
+	"github.com/ordertrace/ordertrace/pkg/scenario"
+)
+
+func main() {
+	path := flag.String("file", "deploy/scenarios/scenarios.json", "the scenarios file")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: scenario [-file path] list | set NAME on|off | reset")
+	}
+	flag.Parse()
+	if err := run(*path, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "scenario:", err)
+		os.Exit(2)
+	}
+}
+
+func run(path string, args []string) error {
+	f, err := scenario.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = scenario.Defaults(), nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(args) == 1 && args[0] == "list":
+		for _, name := range slices.Sorted(maps.Keys(f.Flags)) {
+			fl := f.Flags[name]
+			fmt.Printf("%-20s %-3s  %s (on: %v)\n", name, fl.DefaultVariant, fl.Description, fl.Variants["on"])
+		}
+		return nil
+	case len(args) == 1 && args[0] == "reset":
+		return scenario.WriteFile(path, scenario.Defaults())
+	case len(args) == 3 && args[0] == "set" && (args[2] == "on" || args[2] == "off"):
+		fl, ok := f.Flags[args[1]]
+		if !ok {
+			return fmt.Errorf("no scenario %q; the scenarios are %v", args[1], slices.Sorted(maps.Keys(f.Flags)))
+		}
+		fl.DefaultVariant = args[2]
+		f.Flags[args[1]] = fl
+		if err := scenario.WriteFile(path, f); err != nil {
+			return err
+		}
+		fmt.Printf("%s is %s\n", args[1], args[2])
+		return nil
+	}
+	return errors.New("usage: scenario [-file path] list | set NAME on|off | reset")
+}

@@ -1,0 +1,304 @@
+package scenario
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/open-feature/go-sdk/openfeature"
+)
+
+// File is the scenarios file: flagd's flag-definition format, without its
+// targeting rules. Every flag has an "off" and an "on" variant; switching a
+// scenario sets its defaultVariant. An instructor may edit the "on" values
+// (a failure rate, a delay, a tenant) to tune a scenario.
+type File struct {
+	Schema string          `json:"$schema,omitempty"`
+	Flags  map[string]Flag `json:"flags"`
+}
+
+// Flag is one flag of the file.
+type Flag struct {
+	State          string         `json:"state"` // ENABLED or DISABLED
+	Variants       map[string]any `json:"variants"`
+	DefaultVariant string         `json:"defaultVariant"`
+	Description    string         `json:"description,omitempty"`
+}
+
+// ReadFile reads and checks a scenarios file.
+func ReadFile(path string) (File, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return File{}, err
+	}
+	return parse(raw)
+}
+
+func parse(raw []byte) (File, error) {
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return File{}, fmt.Errorf("scenarios file: %w", err)
+	}
+	for key, fl := range f.Flags {
+		if fl.State != "ENABLED" && fl.State != "DISABLED" {
+			return File{}, fmt.Errorf("scenarios file: flag %s: state %q is neither ENABLED nor DISABLED", key, fl.State)
+		}
+		if _, ok := fl.Variants[fl.DefaultVariant]; !ok {
+			return File{}, fmt.Errorf("scenarios file: flag %s: defaultVariant %q is not one of its variants", key, fl.DefaultVariant)
+		}
+	}
+	return f, nil
+}
+
+// WriteFile writes f to path atomically (a new file renamed over the old),
+// so a service never reads half of it.
+func WriteFile(path string, f File) error {
+	raw, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(raw, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// FileProvider is an OpenFeature provider that reads the scenarios file and
+// checks it for changes every poll interval: a switch takes effect within
+// one interval, without a restart. A file that is missing or does not parse
+// leaves the last good flags in force (none at first: every flag then reads
+// its default, which is off).
+type FileProvider struct {
+	path string
+	poll time.Duration
+	log  *slog.Logger
+
+	mu    sync.RWMutex
+	flags map[string]Flag
+	stamp string // size and modification time of what was read
+
+	events chan openfeature.Event
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// NewFileProvider returns a provider for the file at path.
+func NewFileProvider(path string, poll time.Duration, log *slog.Logger) *FileProvider {
+	return &FileProvider{
+		path: path, poll: poll, log: log,
+		events: make(chan openfeature.Event, 4),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+}
+
+// Metadata names the provider.
+func (p *FileProvider) Metadata() openfeature.Metadata {
+	return openfeature.Metadata{Name: "ordertrace-scenarios-file"}
+}
+
+// Hooks returns none.
+func (p *FileProvider) Hooks() []openfeature.Hook { return nil }
+
+// EventChannel reports configuration changes to the SDK.
+func (p *FileProvider) EventChannel() <-chan openfeature.Event { return p.events }
+
+// Init reads the file once and starts watching it.
+func (p *FileProvider) Init(openfeature.EvaluationContext) error {
+	p.reload()
+	go p.watch()
+	return nil
+}
+
+// Shutdown stops watching.
+func (p *FileProvider) Shutdown() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+		<-p.done
+	}
+}
+
+func (p *FileProvider) watch() {
+	defer close(p.done)
+	t := time.NewTicker(p.poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.reload()
+		}
+	}
+}
+
+// reload reads the file if it changed, and reports the flags that changed.
+func (p *FileProvider) reload() {
+	info, err := os.Stat(p.path)
+	if err != nil {
+		p.note("", fmt.Errorf("scenarios file: %w", err))
+		return
+	}
+	stamp := fmt.Sprint(info.Size(), info.ModTime().UnixNano())
+	p.mu.RLock()
+	same := stamp == p.stamp
+	p.mu.RUnlock()
+	if same {
+		return
+	}
+	f, err := ReadFile(p.path)
+	if err != nil {
+		p.note(stamp, err)
+		return
+	}
+	p.mu.Lock()
+	old := p.flags
+	p.flags, p.stamp = f.Flags, stamp
+	p.mu.Unlock()
+
+	var changed []string
+	for key := range mergedKeys(old, f.Flags) {
+		if !sameFlag(old[key], f.Flags[key]) {
+			changed = append(changed, key)
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	slices.Sort(changed)
+	for _, key := range changed {
+		if old != nil { // the first read is no switch
+			p.log.Info("scenario switched", "flag", key, "variant", f.Flags[key].DefaultVariant)
+		}
+	}
+	select {
+	case p.events <- openfeature.Event{
+		ProviderName: p.Metadata().Name, EventType: openfeature.ProviderConfigChange,
+		ProviderEventDetails: openfeature.ProviderEventDetails{Message: "scenarios file changed", FlagChanges: changed},
+	}:
+	default: // nobody is listening; the flags are in force anyway
+	}
+}
+
+// note logs a file that cannot be used, once per version of it.
+func (p *FileProvider) note(stamp string, err error) {
+	p.mu.Lock()
+	seen := p.stamp == "!"+stamp
+	p.stamp = "!" + stamp
+	p.mu.Unlock()
+	if !seen {
+		p.log.Warn("scenarios file unusable; the last good flags stay in force", "path", p.path, "error", err)
+	}
+}
+
+func mergedKeys(a, b map[string]Flag) map[string]bool {
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	return keys
+}
+
+func sameFlag(a, b Flag) bool {
+	return a.State == b.State && a.DefaultVariant == b.DefaultVariant && fmt.Sprint(a.Variants) == fmt.Sprint(b.Variants)
+}
+
+// resolve finds the value of a flag, or why the default applies.
+func (p *FileProvider) resolve(flag string) (any, openfeature.ProviderResolutionDetail) {
+	p.mu.RLock()
+	f, ok := p.flags[flag]
+	p.mu.RUnlock()
+	switch {
+	case !ok:
+		return nil, openfeature.ProviderResolutionDetail{
+			ResolutionError: openfeature.NewFlagNotFoundResolutionError("no flag " + flag + " in the scenarios file"),
+			Reason:          openfeature.ErrorReason,
+		}
+	case f.State == "DISABLED":
+		return nil, openfeature.ProviderResolutionDetail{Reason: openfeature.DisabledReason}
+	}
+	return f.Variants[f.DefaultVariant], openfeature.ProviderResolutionDetail{Reason: openfeature.StaticReason, Variant: f.DefaultVariant}
+}
+
+func mismatch(flag, want string, v any) openfeature.ProviderResolutionDetail {
+	return openfeature.ProviderResolutionDetail{
+		ResolutionError: openfeature.NewTypeMismatchResolutionError(fmt.Sprintf("flag %s is %T, not %s", flag, v, want)),
+		Reason:          openfeature.ErrorReason,
+	}
+}
+
+// BooleanEvaluation resolves a boolean flag.
+func (p *FileProvider) BooleanEvaluation(_ context.Context, flag string, def bool, _ openfeature.FlattenedContext) openfeature.BoolResolutionDetail {
+	v, d := p.resolve(flag)
+	if v == nil {
+		return openfeature.BoolResolutionDetail{Value: def, ProviderResolutionDetail: d}
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return openfeature.BoolResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a boolean", v)}
+	}
+	return openfeature.BoolResolutionDetail{Value: b, ProviderResolutionDetail: d}
+}
+
+// StringEvaluation resolves a string flag.
+func (p *FileProvider) StringEvaluation(_ context.Context, flag string, def string, _ openfeature.FlattenedContext) openfeature.StringResolutionDetail {
+	v, d := p.resolve(flag)
+	if v == nil {
+		return openfeature.StringResolutionDetail{Value: def, ProviderResolutionDetail: d}
+	}
+	s, ok := v.(string)
+	if !ok {
+		return openfeature.StringResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a string", v)}
+	}
+	return openfeature.StringResolutionDetail{Value: s, ProviderResolutionDetail: d}
+}
+
+// FloatEvaluation resolves a number flag.
+func (p *FileProvider) FloatEvaluation(_ context.Context, flag string, def float64, _ openfeature.FlattenedContext) openfeature.FloatResolutionDetail {
+	v, d := p.resolve(flag)
+	if v == nil {
+		return openfeature.FloatResolutionDetail{Value: def, ProviderResolutionDetail: d}
+	}
+	n, ok := v.(float64) // encoding/json decodes every number as float64
+	if !ok {
+		return openfeature.FloatResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a number", v)}
+	}
+	return openfeature.FloatResolutionDetail{Value: n, ProviderResolutionDetail: d}
+}
+
+// IntEvaluation resolves a whole-number flag.
+func (p *FileProvider) IntEvaluation(_ context.Context, flag string, def int64, _ openfeature.FlattenedContext) openfeature.IntResolutionDetail {
+	v, d := p.resolve(flag)
+	if v == nil {
+		return openfeature.IntResolutionDetail{Value: def, ProviderResolutionDetail: d}
+	}
+	n, ok := v.(float64)
+	if !ok || n != math.Trunc(n) {
+		return openfeature.IntResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a whole number", v)}
+	}
+	return openfeature.IntResolutionDetail{Value: int64(n), ProviderResolutionDetail: d}
+}
+
+// ObjectEvaluation resolves any flag as its JSON value.
+func (p *FileProvider) ObjectEvaluation(_ context.Context, flag string, def any, _ openfeature.FlattenedContext) openfeature.InterfaceResolutionDetail {
+	v, d := p.resolve(flag)
+	if v == nil {
+		return openfeature.InterfaceResolutionDetail{Value: def, ProviderResolutionDetail: d}
+	}
+	return openfeature.InterfaceResolutionDetail{Value: v, ProviderResolutionDetail: d}
+}
