@@ -129,11 +129,15 @@ func TestComposeMemory(t *testing.T) {
 	}
 }
 
-// The suite's services take only the variables of ARCHITECTURE.md, and the
-// standard OTEL_* ones, and send their telemetry to the collector.
+// The suite's services take only the variables of ARCHITECTURE.md (and the
+// workshop's scenarios file), and the standard OTEL_* ones, and send their
+// telemetry to the collector.
 func TestComposeServiceConfiguration(t *testing.T) {
 	p := loadCompose(t)
 	allowed := map[string]bool{"HTTP_ADDR": true, "ORDERS_URL": true, "DATABASE_URL": true, "REDIS_URL": true, "AMQP_URL": true, "LOG_LEVEL": true}
+	// Beyond the contract, one addition of the project's own: the workshop's
+	// scenarios file (README's variable table, docs/workshop).
+	allowed["SCENARIOS_FILE"] = true
 	wantPorts := map[string][]uint32{
 		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
 		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672, 15692}, "postgres": {5432}, "redis": {6379},

@@ -81,6 +81,7 @@ func startCollector(t *testing.T, vars map[string]string) *collector {
 		"COLLECTOR_OTLP_GRPC_ENDPOINT": freePort(t),
 		"COLLECTOR_OTLP_HTTP_ENDPOINT": httpAddr,
 		"COLLECTOR_HEALTH_ENDPOINT":    healthAddr,
+		"COLLECTOR_PPROF_ENDPOINT":     freePort(t), // collectors of tests running in parallel
 		"COLLECTOR_METRICS_HOST":       "127.0.0.1",
 		"COLLECTOR_METRICS_PORT":       metricsPort,
 		"TEMPO_OTLP_ENDPOINT":          backends.URL,

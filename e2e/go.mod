@@ -2,7 +2,10 @@ module github.com/ordertrace/ordertrace/e2e
 
 go 1.26.0
 
-replace github.com/ordertrace/ordertrace/pkg/orderevents => ../pkg/orderevents
+replace (
+	github.com/ordertrace/ordertrace/pkg/orderevents => ../pkg/orderevents
+	github.com/ordertrace/ordertrace/pkg/scenario => ../pkg/scenario
+)
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
@@ -10,8 +13,13 @@ require (
 	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/redis/go-redis/v9 v9.23.0-beta.1
 	go.opentelemetry.io/proto/otlp v1.11.0
-	go.yaml.in/yaml/v3 v3.0.4
+	go.yaml.in/yaml/v3 v3.0.5
 	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/open-feature/go-sdk v1.20.0 // indirect
+	go.uber.org/mock v0.6.0 // indirect
 )
 
 require (
@@ -19,12 +27,11 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
-	github.com/kr/text v0.2.0 // indirect
-	github.com/rogpeppe/go-internal v1.16.0 // indirect
+	github.com/ordertrace/ordertrace/pkg/scenario v0.0.0
 	go.uber.org/atomic v1.11.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc v1.84.0 // indirect

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/config"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/sethvargo/go-envconfig"
 )
 
@@ -16,6 +17,9 @@ type Config struct {
 	HTTPAddr        string          `env:"HTTP_ADDR, default=:8082"`
 	config.Backends                 // DATABASE_URL, REDIS_URL, AMQP_URL
 	LogLevel        config.LogLevel `env:"LOG_LEVEL, default=info"`
+
+	// The workshop's scenarios (docs/workshop): SCENARIOS_FILE, SCENARIOS_POLL.
+	Scenarios scenario.Config
 
 	// Prefetch is how many unacknowledged messages the broker hands over at
 	// once; Workers is how many are processed at the same time.

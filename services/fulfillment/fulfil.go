@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
@@ -34,10 +35,11 @@ type Fulfiller struct {
 	rdb    *redis.Client
 	tracer trace.Tracer
 	delay  metric.Float64Histogram // from order placed to fulfilment applied
+	flags  scenario.Switches
 }
 
 // newFulfiller makes a Fulfiller and its metric.
-func newFulfiller(pool *pgxpool.Pool, rdb *redis.Client, tel *telemetry.Telemetry) (*Fulfiller, error) {
+func newFulfiller(pool *pgxpool.Pool, rdb *redis.Client, tel *telemetry.Telemetry, flags scenario.Switches) (*Fulfiller, error) {
 	delay, err := tel.MeterProvider.Meter("github.com/ordertrace/ordertrace/services/fulfillment").Float64Histogram(
 		"fulfillment.order.delay",
 		metric.WithUnit("s"),
@@ -47,7 +49,10 @@ func newFulfiller(pool *pgxpool.Pool, rdb *redis.Client, tel *telemetry.Telemetr
 	if err != nil {
 		return nil, fmt.Errorf("fulfillment metrics: %w", err)
 	}
-	return &Fulfiller{pool: pool, rdb: rdb, tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"), delay: delay}, nil
+	return &Fulfiller{
+		pool: pool, rdb: rdb, delay: delay, flags: flags,
+		tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"),
+	}, nil
 }
 
 // outcome is what applying a message did.
@@ -71,6 +76,14 @@ func (f *Fulfiller) Apply(ctx context.Context, messageID string, body []byte) (o
 		return ev.OrderID, "", fmt.Errorf("%w: message has no message_id", errPermanent)
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.String("order.id", ev.OrderID))
+	if ms := f.flags.Number(ctx, scenario.SlowFulfillment); ms > 0 {
+		// Workshop scenario: the warehouse is slow to pick each order.
+		select {
+		case <-time.After(time.Duration(ms * float64(time.Millisecond))):
+		case <-ctx.Done():
+			return ev.OrderID, "", ctx.Err()
+		}
+	}
 
 	var levels map[string]int64 // the stock left of each SKU taken
 	err = pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/sethvargo/go-envconfig"
@@ -59,7 +60,9 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		return err
 	}
 	defer rdb.Close()
-	fulfiller, err := newFulfiller(pool, rdb, tel)
+	flags, stopFlags := scenario.Start(cfg.Scenarios, log)
+	defer stopFlags()
+	fulfiller, err := newFulfiller(pool, rdb, tel, flags)
 	if err != nil {
 		return err
 	}

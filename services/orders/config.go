@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/config"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/sethvargo/go-envconfig"
 )
 
@@ -21,6 +22,11 @@ type Config struct {
 	// of charges it declines (0 to 1).
 	PaymentLatency     time.Duration `env:"PAYMENT_LATENCY, default=25ms"`
 	PaymentFailureRate float64       `env:"PAYMENT_FAILURE_RATE, default=0"`
+	// How long one charge may take before orders gives up on it and retries.
+	PaymentTimeout time.Duration `env:"PAYMENT_TIMEOUT, default=2s"`
+
+	// The workshop's scenarios (docs/workshop): SCENARIOS_FILE, SCENARIOS_POLL.
+	Scenarios scenario.Config
 
 	// How long shutdown waits for requests in flight.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT, default=10s"`
@@ -36,6 +42,9 @@ func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 	errs := []error{cfg.Backends.Check()}
 	if cfg.PaymentFailureRate < 0 || cfg.PaymentFailureRate > 1 {
 		errs = append(errs, errors.New("PAYMENT_FAILURE_RATE: must be between 0 and 1"))
+	}
+	if cfg.PaymentTimeout <= 0 {
+		errs = append(errs, errors.New("PAYMENT_TIMEOUT: must be positive"))
 	}
 	if cfg.PaymentLatency < 0 {
 		errs = append(errs, errors.New("PAYMENT_LATENCY: must not be negative"))

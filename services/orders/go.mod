@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/ordertrace/ordertrace/pkg/httpx => ../../pkg/httpx
 	github.com/ordertrace/ordertrace/pkg/orderevents => ../../pkg/orderevents
+	github.com/ordertrace/ordertrace/pkg/scenario => ../../pkg/scenario
 	github.com/ordertrace/ordertrace/pkg/telemetry => ../../pkg/telemetry
 )
 
@@ -24,6 +25,11 @@ require (
 )
 
 require (
+	github.com/open-feature/go-sdk v1.20.0 // indirect
+	go.uber.org/mock v0.6.0 // indirect
+)
+
+require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -36,6 +42,7 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/ordertrace/ordertrace/pkg/scenario v0.0.0
 	github.com/prometheus/client_golang v1.24.1 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
@@ -68,9 +75,9 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.1 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
-	golang.org/x/text v0.42.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc v1.84.0 // indirect

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/sethvargo/go-envconfig"
 )
@@ -60,7 +61,9 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		return err
 	}
 	defer cache.Close()
-	relay, err := newRelay(ctx, cfg.DatabaseURL, cfg.AMQPURL, tel)
+	flags, stopFlags := scenario.Start(cfg.Scenarios, log)
+	defer stopFlags()
+	relay, err := newRelay(ctx, cfg.DatabaseURL, cfg.AMQPURL, tel, flags)
 	if err != nil {
 		return err
 	}
@@ -71,6 +74,8 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 			store:    store,
 			cache:    cache,
 			payments: PaymentProvider{Latency: cfg.PaymentLatency, FailureRate: cfg.PaymentFailureRate},
+			timeout:  cfg.PaymentTimeout,
+			flags:    flags,
 			prop:     tel.Propagator,
 			tracer:   tel.Tracer("github.com/ordertrace/ordertrace/services/orders"),
 			log:      log,

@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
@@ -96,9 +99,15 @@ type Service struct {
 	store    *Store
 	cache    *Cache
 	payments PaymentProvider
-	prop     propagation.TextMapPropagator
-	tracer   trace.Tracer
-	log      *slog.Logger
+	timeout  time.Duration // of one charge
+	flags    scenario.Switches
+
+	// paymentLock is taken around each charge only in the order-lock
+	// scenario: a lock that serialises every order.
+	paymentLock sync.Mutex
+	prop        propagation.TextMapPropagator
+	tracer      trace.Tracer
+	log         *slog.Logger
 }
 
 // PlaceOrder runs order.process for a validated request. With an
@@ -115,7 +124,11 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest, idem *I
 		Status:     "pending",
 		Currency:   currency,
 	}
-	ctx, span := s.tracer.Start(ctx, "order.process", trace.WithAttributes(
+	name := "order.process"
+	if s.flags.On(ctx, scenario.SpanNamePerOrder) {
+		name += " " + order.ID // workshop scenario: one span name per order
+	}
+	ctx, span := s.tracer.Start(ctx, name, trace.WithAttributes(
 		attribute.String("order.id", order.ID),
 		attribute.String("customer.id", order.CustomerID),
 		attribute.Int("order.item_count", len(req.Items)),
@@ -150,14 +163,18 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest, idem *I
 		return order, err
 	}
 
-	body, err := json.Marshal(orderevents.OrderCreated{
+	var event any = orderevents.OrderCreated{
 		OrderID:    order.ID,
 		TenantID:   order.TenantID,
 		Items:      eventItems(order.Items),
 		TotalCents: order.TotalCents,
 		Currency:   order.Currency,
 		CreatedAt:  time.Now().UTC(),
-	})
+	}
+	if rand.Float64() < s.flags.Number(ctx, scenario.PoisonMessages) {
+		event = poisonEvent(event.(orderevents.OrderCreated))
+	}
+	body, err := json.Marshal(event)
 	if err != nil {
 		return order, fmt.Errorf("encode order event: %w", err)
 	}
@@ -200,6 +217,21 @@ func (s *Service) orderCreated(body []byte) Enqueue {
 	}
 }
 
+// poisonEvent is the order.created event as a careless release might have
+// written it (workshop scenario poison-messages): its lines renamed, so
+// fulfillment finds no items and can never apply it.
+func poisonEvent(ev orderevents.OrderCreated) any {
+	return struct {
+		orderevents.OrderCreated
+		Items []orderevents.Item `json:"items,omitempty"`
+		Lines []orderevents.Item `json:"lines"`
+	}{OrderCreated: ev, Lines: ev.Items}
+}
+
+// slowInventoryDelay is how long the inventory check of the slow-inventory
+// scenario's tenant takes.
+const slowInventoryDelay = 600 * time.Millisecond
+
 // validateInventory checks that every SKU exists and has the stock asked for.
 func (s *Service) validateInventory(ctx context.Context, items []RequestItem, skus []string) (err error) {
 	ctx, span := s.tracer.Start(ctx, "order.validate_inventory")
@@ -207,6 +239,14 @@ func (s *Service) validateInventory(ctx context.Context, items []RequestItem, sk
 		recordError(span, err)
 		span.End()
 	}()
+	if slow := s.flags.Text(ctx, scenario.SlowInventory); slow != "" && slow == baggage.FromContext(ctx).Member("tenant.id").Value() {
+		// Workshop scenario: this tenant's warehouse answers slowly.
+		select {
+		case <-time.After(slowInventoryDelay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	stock, err := s.cachedLookup(ctx, span, "stock", skus, s.store.Stock, orderevents.StockTTL)
 	if err != nil {
 		return err
@@ -230,7 +270,16 @@ func (s *Service) calculatePricing(ctx context.Context, items []RequestItem, sku
 		recordError(span, err)
 		span.End()
 	}()
-	prices, err := s.cachedLookup(ctx, span, "price", skus, s.store.Prices, priceTTL)
+	var prices map[string]int64
+	if s.flags.On(ctx, scenario.PricingNPlusOne) {
+		// Workshop scenario: the catalogue, one product at a time.
+		prices, err = s.store.PricesOneByOne(ctx, skus)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	} else {
+		prices, err = s.cachedLookup(ctx, span, "price", skus, s.store.Prices, priceTTL)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
@@ -248,21 +297,59 @@ func (s *Service) calculatePricing(ctx context.Context, items []RequestItem, sku
 }
 
 // chargePayment calls the payment provider: a remote call, so a CLIENT span.
+// A charge that times out is tried again, up to paymentAttempts in all, after
+// paymentBackoff, then twice that. The provider charges an order once,
+// whatever the number of attempts (the order ID is its idempotency key).
+const (
+	paymentAttempts = 3
+	paymentBackoff  = 100 * time.Millisecond
+)
+
+// chargePayment charges the order, trying again when the provider does not
+// answer in time. Each attempt is a span of its own.
 func (s *Service) chargePayment(ctx context.Context, order Order) (err error) {
+	provider := s.payments
+	provider.FailureRate = max(provider.FailureRate, s.flags.Number(ctx, scenario.PaymentFailures))
+	if s.flags.On(ctx, scenario.PaymentTimeouts) {
+		provider.Latency = time.Minute // workshop scenario: the provider hangs
+	}
+	for attempt := 1; ; attempt++ {
+		err = s.chargeOnce(ctx, provider, order, attempt)
+		if !errors.Is(err, ErrPaymentUnavailable) || attempt == paymentAttempts {
+			return err
+		}
+		select {
+		case <-time.After(paymentBackoff << (attempt - 1)):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// chargeOnce is one call to the payment provider: a remote call, so a CLIENT
+// span, bounded by the payment timeout.
+func (s *Service) chargeOnce(ctx context.Context, provider PaymentProvider, order Order, attempt int) (err error) {
 	ctx, span := s.tracer.Start(ctx, "order.charge_payment",
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("payment.provider", "simulated"),
 			attribute.Int64("payment.amount_cents", order.TotalCents),
 			attribute.String("payment.currency", order.Currency),
+			attribute.Int("payment.attempt", attempt),
 		))
 	defer func() {
 		recordError(span, err)
 		span.End()
 	}()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if s.flags.On(ctx, scenario.OrderLock) {
+		// Workshop scenario: one lock around every charge, so orders wait
+		// for each other, and each charge span includes that wait.
+		s.paymentLock.Lock()
+		defer s.paymentLock.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	if err := s.payments.Charge(ctx, order.ID, order.TotalCents, order.Currency); err != nil {
+	if err := provider.Charge(ctx, order.ID, order.TotalCents, order.Currency); err != nil {
 		return fmt.Errorf("charge order: %w", err)
 	}
 	return nil
@@ -273,7 +360,11 @@ func (s *Service) chargePayment(ctx context.Context, order Order) (err error) {
 func (s *Service) cachedLookup(ctx context.Context, span trace.Span, kind string, skus []string,
 	load func(context.Context, []string) (map[string]int64, error), ttl time.Duration,
 ) (map[string]int64, error) {
-	values, misses := s.cache.get(ctx, kind, skus)
+	bypass := s.flags.On(ctx, scenario.CacheBypass) // workshop scenario
+	values, misses := map[string]int64{}, skus
+	if !bypass {
+		values, misses = s.cache.get(ctx, kind, skus)
+	}
 	span.SetAttributes(attribute.Int("cache.hits", len(values)), attribute.Int("cache.misses", len(misses)))
 	if len(misses) == 0 {
 		return values, nil
@@ -282,7 +373,9 @@ func (s *Service) cachedLookup(ctx context.Context, span trace.Span, kind string
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	s.cache.set(ctx, kind, loaded, ttl)
+	if !bypass {
+		s.cache.set(ctx, kind, loaded, ttl)
+	}
 	for sku, v := range loaded {
 		values[sku] = v
 	}

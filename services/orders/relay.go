@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
@@ -43,12 +44,13 @@ type Relay struct {
 	tracer  trace.Tracer
 	log     *slog.Logger
 	peer    []attribute.KeyValue
+	flags   scenario.Switches
 
 	conn      *amqp.Connection
 	publisher *orderevents.Publisher
 }
 
-func newRelay(ctx context.Context, databaseURL, amqpURL string, tel *telemetry.Telemetry) (*Relay, error) {
+func newRelay(ctx context.Context, databaseURL, amqpURL string, tel *telemetry.Telemetry, flags scenario.Switches) (*Relay, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
@@ -59,7 +61,7 @@ func newRelay(ctx context.Context, databaseURL, amqpURL string, tel *telemetry.T
 		return nil, fmt.Errorf("relay pool: %w", err)
 	}
 	return &Relay{
-		pool: pool, amqpURL: amqpURL, tel: tel, log: tel.Logger,
+		pool: pool, amqpURL: amqpURL, tel: tel, log: tel.Logger, flags: flags,
 		tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/orders"),
 		peer:   telemetry.AMQPPeerAttributes(amqpURL),
 	}, nil
@@ -196,6 +198,13 @@ func (r *Relay) send(ctx context.Context, o outboxRow) (err error) {
 	headers := amqp.Table{}
 	for k, v := range o.headers {
 		headers[k] = v
+	}
+	if r.flags.On(ctx, scenario.PropagationOff) {
+		// Workshop scenario: the message leaves without its trace context,
+		// and fulfillment starts a trace of its own.
+		for _, field := range r.tel.Propagator.Fields() {
+			delete(headers, field)
+		}
 	}
 	err = r.publisher.Publish(ctx, o.exchange, o.routingKey, amqp.Publishing{
 		Headers: headers, ContentType: "application/json", DeliveryMode: amqp.Persistent,

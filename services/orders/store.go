@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 	"time"
 
@@ -238,4 +239,26 @@ func (s *Store) GetOrder(ctx context.Context, id string) (Order, error) {
 		return o, fmt.Errorf("read order items: %w", err)
 	}
 	return o, nil
+}
+
+// PricesOneByOne is Prices as an N+1 query (workshop scenario
+// pricing-n-plus-one): it lists the catalogue, then reads each product's
+// price on its own, and keeps those among skus.
+func (s *Store) PricesOneByOne(ctx context.Context, skus []string) (map[string]int64, error) {
+	rows, _ := s.pool.Query(ctx, "SELECT sku FROM products ORDER BY sku")
+	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list products: %w", err)
+	}
+	prices := make(map[string]int64, len(skus))
+	for _, sku := range all {
+		var price int64
+		if err := s.pool.QueryRow(ctx, "SELECT price_cents FROM products WHERE sku = $1", sku).Scan(&price); err != nil {
+			return nil, fmt.Errorf("read price of %s: %w", sku, err)
+		}
+		if slices.Contains(skus, sku) {
+			prices[sku] = price
+		}
+	}
+	return prices, nil
 }
