@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -34,7 +35,11 @@ type span struct {
 	Events   []event
 	Links    []string // span IDs
 	Start    uint64   // unix nanoseconds
+	End      uint64
 }
+
+// Duration is how long the span took.
+func (s span) Duration() time.Duration { return time.Duration(s.End - s.Start) }
 
 type event struct {
 	Name  string
@@ -149,7 +154,7 @@ func (r *receiver) addSpans(msg *coltrace.ExportTraceServiceRequest) {
 					TraceID: hex.EncodeToString(s.TraceId), SpanID: hex.EncodeToString(s.SpanId),
 					ParentID: hex.EncodeToString(s.ParentSpanId),
 					Attrs:    attrs(s.Attributes), Status: s.GetStatus().GetCode(),
-					Start: s.StartTimeUnixNano,
+					Start: s.StartTimeUnixNano, End: s.EndTimeUnixNano,
 				}
 				for _, e := range s.Events {
 					sp.Events = append(sp.Events, event{Name: e.Name, Attrs: attrs(e.Attributes)})

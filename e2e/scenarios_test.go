@@ -1,0 +1,506 @@
+package e2e
+
+// The workshop's scenarios (docs/workshop), each switched on at run time
+// against the real services, PostgreSQL, Redis and RabbitMQ: the signature
+// its lab tells students to find must show in the telemetry, and be gone
+// once it is switched off again.
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/scenario"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// scenarioStack is a stack that watches a scenarios file of its own, every
+// scenario off.
+func scenarioStack(t *testing.T, extra map[string]string) (*stack, func(name string, on bool)) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "scenarios.json")
+	if err := scenario.WriteFile(path, scenario.Defaults()); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"SCENARIOS_FILE": path, "SCENARIOS_POLL": "50ms"}
+	for k, v := range extra {
+		vars[k] = v
+	}
+	s := startStack(t, vars)
+	// switchTo sets a scenario the way `make scenario` does, and waits until
+	// every service has logged the switch.
+	switchTo := func(name string, on bool) {
+		t.Helper()
+		variant := map[bool]string{true: "on", false: "off"}[on]
+		mark := fmt.Sprintf(`"flag":%q,"variant":%q`, name, variant)
+		count := func(p *process) int {
+			n := 0
+			for _, l := range p.Lines() {
+				if strings.Contains(l, mark) {
+					n++
+				}
+			}
+			return n
+		}
+		before := map[*process]int{s.orders: count(s.orders), s.fulfillment: count(s.fulfillment)}
+		f, err := scenario.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl := f.Flags[name]
+		fl.DefaultVariant = variant
+		f.Flags[name] = fl
+		if err := scenario.WriteFile(path, f); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "the services to log "+mark, func() bool {
+			return count(s.orders) > before[s.orders] && count(s.fulfillment) > before[s.fulfillment]
+		})
+	}
+	return s, switchTo
+}
+
+const scenarioOrder = `{"customer_id":"c","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":2}]}`
+
+// orderTrace places an order and returns its status and the spans of its
+// trace, once the SERVER spans of the gateway and orders have arrived.
+func (s *stack) orderTrace(t *testing.T, header map[string]string) (int, placed, []span) {
+	t.Helper()
+	status, h, p := s.placeOrder(t, scenarioOrder, header)
+	traceID := traceIDFromHeader(t, h)
+	var spans []span
+	waitFor(t, 10*time.Second, "the SERVER spans of gateway and orders", func() bool {
+		spans = s.otlp.Trace(traceID)
+		seen := map[string]bool{}
+		for _, sp := range spans {
+			if sp.Kind == server {
+				seen[sp.Service] = true
+			}
+		}
+		return seen["gateway"] && seen["orders"]
+	})
+	return status, p, spans
+}
+
+func named(spans []span, service, name string) []span {
+	var out []span
+	for _, sp := range spans {
+		if sp.Service == service && sp.Name == name {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// Payment failures: a share of order.charge_payment spans is ERROR, and the
+// orders are answered 402.
+func TestScenarioPaymentFailures(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, nil)
+	share := func() (failed, all int) {
+		for range 30 {
+			status, _, spans := s.orderTrace(t, nil)
+			charge := named(spans, "orders", "order.charge_payment")
+			if len(charge) != 1 {
+				t.Fatalf("%d order.charge_payment spans, want 1", len(charge))
+			}
+			if charge[0].Status == statusError {
+				failed++
+				if status != http.StatusPaymentRequired {
+					t.Errorf("a declined charge answered %d, want 402", status)
+				}
+			}
+			all++
+		}
+		return failed, all
+	}
+	switchTo(scenario.PaymentFailures, true)
+	if failed, all := share(); failed < 3 || failed > 20 {
+		t.Errorf("scenario on (30%%): %d of %d charges ERROR, want about 9", failed, all)
+	}
+	switchTo(scenario.PaymentFailures, false)
+	if failed, _ := share(); failed != 0 {
+		t.Errorf("scenario off: %d charges ERROR, want none", failed)
+	}
+}
+
+// Slow inventory for one tenant: order.validate_inventory takes 600 ms for
+// globex only, whose spans carry tenant.id=globex.
+func TestScenarioSlowInventory(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, nil)
+	inventory := func(tenant string) span {
+		status, _, spans := s.orderTrace(t, map[string]string{"X-Tenant-ID": tenant})
+		if status != http.StatusCreated {
+			t.Fatalf("order of %s: %d", tenant, status)
+		}
+		return find(t, spans, "orders", internal, "order.validate_inventory")
+	}
+	switchTo(scenario.SlowInventory, true)
+	for range 3 {
+		if d := inventory("globex").Duration(); d < 550*time.Millisecond {
+			t.Errorf("scenario on: globex's order.validate_inventory took %v, want about 600 ms", d)
+		}
+		if d := inventory("acme").Duration(); d > 300*time.Millisecond {
+			t.Errorf("scenario on: acme's order.validate_inventory took %v, want it fast", d)
+		}
+	}
+	status, _, spans := s.orderTrace(t, map[string]string{"X-Tenant-ID": "globex"})
+	if process := find(t, spans, "orders", internal, "order.process"); status != http.StatusCreated || process.Attrs["tenant.id"] != "globex" {
+		t.Errorf("globex's order.process: status %d tenant.id %q; want the tenant on the span", status, process.Attrs["tenant.id"])
+	}
+	switchTo(scenario.SlowInventory, false)
+	if d := inventory("globex").Duration(); d > 300*time.Millisecond {
+		t.Errorf("scenario off: globex's order.validate_inventory took %v, want it fast", d)
+	}
+}
+
+// N+1: a fan of database spans under order.calculate_pricing, one per
+// product of the catalogue and one to list it.
+func TestScenarioPricingNPlusOne(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, nil)
+	queries := func() int {
+		_, _, spans := s.orderTrace(t, nil)
+		pricing := find(t, spans, "orders", internal, "order.calculate_pricing")
+		n := 0
+		for _, c := range childrenOf(spans, pricing) {
+			if c.Attrs["db.system.name"] == "postgresql" && c.Name == "SELECT" {
+				n++
+			}
+		}
+		return n
+	}
+	switchTo(scenario.PricingNPlusOne, true)
+	products := s.env.queryInt(t, "SELECT count(*) FROM products")
+	if n := queries(); n != products+1 {
+		t.Errorf("scenario on: %d SELECT spans under order.calculate_pricing, want %d (the list, then each of %d products)", n, products+1, products)
+	}
+	switchTo(scenario.PricingNPlusOne, false)
+	queries() // the price cache may be cold
+	if n := queries(); n > 1 {
+		t.Errorf("scenario off: %d SELECT spans under order.calculate_pricing, want at most 1", n)
+	}
+}
+
+// Cache bypass: no Redis span under the lookups, cache.hits 0, and a SELECT
+// for every lookup.
+func TestScenarioCacheBypass(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, nil)
+	lookups := func() (redisSpans, selects int, hits string) {
+		_, _, spans := s.orderTrace(t, nil)
+		for _, name := range []string{"order.validate_inventory", "order.calculate_pricing"} {
+			step := find(t, spans, "orders", internal, name)
+			hits += step.Attrs["cache.hits"]
+			for _, c := range childrenOf(spans, step) {
+				switch {
+				case c.Name == "mget":
+					redisSpans++
+				case c.Attrs["db.system.name"] == "postgresql":
+					selects++
+				}
+			}
+		}
+		return
+	}
+	switchTo(scenario.CacheBypass, true)
+	for range 3 {
+		if r, q, hits := lookups(); r != 0 || q != 2 || hits != "00" {
+			t.Errorf("scenario on: %d Redis spans, %d SQL spans, cache.hits %s; want 0, 2 and 0 for both lookups", r, q, hits)
+		}
+	}
+	switchTo(scenario.CacheBypass, false)
+	lookups() // warms the cache
+	if r, q, hits := lookups(); r != 2 || q != 0 || hits != "22" {
+		t.Errorf("scenario off: %d Redis spans, %d SQL spans, cache.hits %s; want 2, 0 and 2 for both lookups", r, q, hits)
+	}
+}
+
+// A lock serialises orders: concurrent orders' charge spans form a
+// staircase, each waiting for the ones before it (as in HotROD).
+func TestScenarioOrderLock(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, map[string]string{"PAYMENT_LATENCY": "100ms"})
+	charges := func() []span {
+		var (
+			mu  sync.Mutex
+			out []span
+			wg  sync.WaitGroup
+		)
+		for range 6 {
+			wg.Go(func() {
+				_, _, spans := s.orderTrace(t, nil)
+				mu.Lock()
+				out = append(out, named(spans, "orders", "order.charge_payment")...)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return out
+	}
+	durations := func(spans []span) []time.Duration {
+		var d []time.Duration
+		for _, sp := range spans {
+			d = append(d, sp.Duration())
+		}
+		slices.Sort(d)
+		return d
+	}
+	switchTo(scenario.OrderLock, true)
+	// Six orders at once, 100 ms each: one charges, five wait, and so on.
+	staircase := durations(charges())
+	for i, d := range staircase {
+		if d < time.Duration(i+1)*90*time.Millisecond {
+			t.Errorf("scenario on: charge spans took %v; want a staircase, the i-th at least i × 100 ms", staircase)
+			break
+		}
+	}
+	switchTo(scenario.OrderLock, false)
+	if d := durations(charges()); d[len(d)-1] > 300*time.Millisecond {
+		t.Errorf("scenario off: charge spans took %v; want every one about 100 ms", d)
+	}
+}
+
+// Fulfillment falls behind: orders wait in the queue, and the CONSUMER
+// span starts long after the PRODUCER span.
+func TestScenarioSlowFulfillment(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, nil)
+	burst := func() (maxDepth int, lag time.Duration) {
+		// 48 orders, 8 at a time: faster than 4 workers at 300 ms each.
+		var (
+			mu   sync.Mutex
+			last string
+			wg   sync.WaitGroup
+		)
+		for range 8 {
+			wg.Go(func() {
+				for range 6 {
+					status, _, p := s.placeOrder(t, scenarioOrder, nil)
+					if status != http.StatusCreated {
+						t.Errorf("order: %d", status)
+						return
+					}
+					depth := s.env.queueDepth(t, orderevents.Queue)
+					mu.Lock()
+					last, maxDepth = p.TraceID, max(maxDepth, depth)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		waitFor(t, 30*time.Second, "the last order's PRODUCER and CONSUMER spans", func() bool {
+			spans := s.otlp.Trace(last)
+			return len(named(spans, "orders", "publish orders")) == 1 && len(named(spans, "fulfillment", "process fulfillment.order-created")) == 1
+		})
+		spans := s.otlp.Trace(last)
+		publish := find(t, spans, "orders", producer, "publish orders")
+		consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+		return maxDepth, time.Duration(consume.Start - publish.End)
+	}
+	switchTo(scenario.SlowFulfillment, true)
+	if depth, lag := burst(); lag < time.Second {
+		t.Errorf("scenario on: the last of 48 orders reached fulfillment %v after it was published (queue depth up to %d); want over 1 s", lag, depth)
+	}
+	waitFor(t, 30*time.Second, "the queue to drain", func() bool { return s.env.queueDepth(t, orderevents.Queue) == 0 })
+	switchTo(scenario.SlowFulfillment, false)
+	if _, lag := burst(); lag > 500*time.Millisecond {
+		t.Errorf("scenario off: the last order reached fulfillment %v after it was published; want well under a second", lag)
+	}
+}
+
+// Poison messages: an order whose event fulfillment cannot read lands in
+// the dead-letter queue with its trace context, and stays pending.
+func TestScenarioPoisonMessages(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, map[string]string{"FULFILLMENT_RETRY_BACKOFF": "10ms"})
+	ch := s.env.channel(t)
+	defer ch.Close()
+	place := func(n int) map[string]string { // trace ID → order ID
+		orders := map[string]string{}
+		for range n {
+			status, _, p := s.placeOrder(t, scenarioOrder, nil)
+			if status != http.StatusCreated {
+				t.Fatalf("order: %d", status)
+			}
+			orders[p.TraceID] = p.OrderID
+		}
+		return orders
+	}
+	switchTo(scenario.PoisonMessages, true)
+	orders := place(40) // 20% poisoned: at least one, but for 1 in 7,000 runs
+	var dead []amqp.Delivery
+	waitFor(t, 20*time.Second, "a dead letter", func() bool {
+		d, ok, err := ch.Get(orderevents.DeadLetterQueue, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			dead = append(dead, d)
+		}
+		return len(dead) > 0 && !ok
+	})
+	for _, d := range dead {
+		tp, _ := d.Headers["traceparent"].(string)
+		parts := strings.Split(tp, "-")
+		if len(parts) != 4 || orders[parts[1]] == "" {
+			t.Errorf("dead letter with traceparent %q, want one of the scenario's orders", tp)
+			continue
+		}
+		traceID, orderID := parts[1], orders[parts[1]]
+		if !strings.Contains(string(d.Body), `"lines"`) || !strings.Contains(fmt.Sprint(d.Headers["x-fulfillment-error"]), "not an order.created event") {
+			t.Errorf("dead letter %s: body %s, error %v; want the renamed lines and the reason", d.MessageId, d.Body, d.Headers["x-fulfillment-error"])
+		}
+		if status := s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'pending'", orderID); status != 1 {
+			t.Errorf("order %s of a dead letter is not pending", orderID)
+		}
+		waitFor(t, 5*time.Second, "the poisoned order's CONSUMER span", func() bool {
+			return len(named(s.otlp.Trace(traceID), "fulfillment", "process fulfillment.order-created")) == 1
+		})
+		consume := named(s.otlp.Trace(traceID), "fulfillment", "process fulfillment.order-created")[0]
+		if consume.Status != statusError || consume.Attrs["fulfillment.dead_lettered"] != "true" {
+			t.Errorf("poisoned order's CONSUMER span: status %v attrs %v; want ERROR and dead_lettered", consume.Status, consume.Attrs)
+		}
+	}
+	t.Logf("%d of 40 orders dead-lettered", len(dead))
+
+	switchTo(scenario.PoisonMessages, false)
+	for _, orderID := range place(10) {
+		if got := s.waitStatus(t, orderID); got != "fulfilled" {
+			t.Errorf("scenario off: order %s is %s, want fulfilled", orderID, got)
+		}
+	}
+	if n := s.env.queueDepth(t, orderevents.DeadLetterQueue); n != 0 {
+		t.Errorf("scenario off: %d new dead letters, want none", n)
+	}
+}
+
+// Payment timeouts: the provider hangs, each attempt times out, orders tries
+// three times and answers 502 after all of them.
+func TestScenarioPaymentTimeouts(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, map[string]string{"PAYMENT_TIMEOUT": "300ms"})
+	switchTo(scenario.PaymentTimeouts, true)
+	began := time.Now()
+	status, _, spans := s.orderTrace(t, nil)
+	took := time.Since(began)
+	attempts := named(spans, "orders", "order.charge_payment")
+	if status != http.StatusBadGateway || len(attempts) != 3 || took < 900*time.Millisecond {
+		t.Fatalf("scenario on: %d after %v with %d charge attempts; want 502 after 3 attempts of 300 ms", status, took, len(attempts))
+	}
+	slices.SortFunc(attempts, func(a, b span) int { return strings.Compare(a.Attrs["payment.attempt"], b.Attrs["payment.attempt"]) })
+	for i, a := range attempts {
+		if a.Attrs["payment.attempt"] != fmt.Sprint(i+1) || a.Status != statusError || a.Duration() < 290*time.Millisecond {
+			t.Errorf("attempt %d: attrs %v status %v took %v; want ERROR after the 300 ms timeout", i+1, a.Attrs, a.Status, a.Duration())
+		}
+	}
+	gateway := find(t, spans, "gateway", server, "POST /api/orders")
+	if gateway.Status != statusError || gateway.Duration() < 900*time.Millisecond {
+		t.Errorf("gateway SERVER span: status %v, took %v; want ERROR, as long as the three attempts", gateway.Status, gateway.Duration())
+	}
+	switchTo(scenario.PaymentTimeouts, false)
+	if status, _, spans := s.orderTrace(t, nil); status != http.StatusCreated || len(named(spans, "orders", "order.charge_payment")) != 1 {
+		t.Errorf("scenario off: %d with %d charge attempts; want 201 after one", status, len(named(spans, "orders", "order.charge_payment")))
+	}
+}
+
+// Span names per order: every order.process span is named after its order,
+// one span-metrics series each; the collector, with REPAIR_SPAN_NAMES=true,
+// cuts the ID off before the span metrics count it.
+func TestScenarioSpanNamePerOrder(t *testing.T) {
+	t.Parallel()
+	// seriesOf places three orders with the scenario on, through a collector
+	// repairing or not, and returns the span names the span metrics count.
+	seriesOf := func(repair string) (map[string]bool, *stack, *collector, func(string, bool)) {
+		col := startCollector(t, map[string]string{"REPAIR_SPAN_NAMES": repair})
+		s, switchTo := scenarioStack(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP})
+		switchTo(scenario.SpanNamePerOrder, true)
+		for range 3 {
+			if status, _, _ := s.placeOrder(t, scenarioOrder, nil); status != http.StatusCreated {
+				t.Fatalf("order: %d", status)
+			}
+		}
+		names := map[string]bool{}
+		waitFor(t, 20*time.Second, "span metrics of three order.process spans", func() bool {
+			n := 0
+			for _, p := range col.backends.Points("traces.span.metrics.calls") {
+				if p.Service == "orders" && strings.HasPrefix(p.Attrs["span.name"], "order.process") {
+					names[p.Attrs["span.name"]] = true
+					n = max(n, int(p.Value))
+				}
+			}
+			return len(names) >= 3 || n >= 3
+		})
+		return names, s, col, switchTo
+	}
+
+	raw, s, col, switchTo := seriesOf("false")
+	for name := range raw {
+		if !strings.HasPrefix(name, "order.process ") {
+			t.Errorf("without the repair, span metrics count %q; want one order.process <order id> per order", name)
+		}
+	}
+	if len(raw) != 3 {
+		t.Errorf("without the repair: %d span-metrics series of order.process, want 3 (one per order): %v", len(raw), raw)
+	}
+	switchTo(scenario.SpanNamePerOrder, false)
+	status, h, _ := s.placeOrder(t, scenarioOrder, nil)
+	traceID := traceIDFromHeader(t, h)
+	waitFor(t, 10*time.Second, "order.process of the order after the switch", func() bool {
+		return len(named(col.backends.Trace(traceID), "orders", "order.process")) == 1
+	})
+	if status != http.StatusCreated {
+		t.Errorf("scenario off: %d", status)
+	}
+
+	repaired, _, _, _ := seriesOf("true")
+	if len(repaired) != 1 || !repaired["order.process"] {
+		t.Errorf("with the repair: span-metrics span names %v, want only order.process", repaired)
+	}
+}
+
+// Propagation off: the message leaves without trace headers, and the
+// consumer starts a trace of its own: the order's trace breaks in two.
+func TestScenarioPropagationOff(t *testing.T) {
+	t.Parallel()
+	s, switchTo := scenarioStack(t, nil)
+	// consumerOf places an order and returns its trace and the CONSUMER span
+	// of its message, found by the order ID wherever its trace is.
+	consumerOf := func() (string, span) {
+		status, h, p := s.placeOrder(t, scenarioOrder, map[string]string{"X-Tenant-ID": "acme"})
+		if status != http.StatusCreated {
+			t.Fatalf("order: %d", status)
+		}
+		var c span
+		waitFor(t, 10*time.Second, "the order's CONSUMER span", func() bool {
+			for _, sp := range s.otlp.Spans() {
+				if sp.Kind == consumer && sp.Attrs["order.id"] == p.OrderID {
+					c = sp
+					return true
+				}
+			}
+			return false
+		})
+		return traceIDFromHeader(t, h), c
+	}
+	switchTo(scenario.PropagationOff, true)
+	traceID, c := consumerOf()
+	if c.TraceID == traceID || c.ParentID != "" || c.Attrs["tenant.id"] != "" {
+		t.Errorf("scenario on: CONSUMER span in trace %s (order's %s), parent %q, tenant %q; want a new root without baggage",
+			c.TraceID, traceID, c.ParentID, c.Attrs["tenant.id"])
+	}
+	switchTo(scenario.PropagationOff, false)
+	traceID, c = consumerOf()
+	publish := find(t, s.otlp.Trace(traceID), "orders", producer, "publish orders")
+	if c.TraceID != traceID || c.ParentID != publish.SpanID || c.Attrs["tenant.id"] != "acme" {
+		t.Errorf("scenario off: CONSUMER span in trace %s (order's %s), parent %q (PRODUCER %s), tenant %q; want the order's trace",
+			c.TraceID, traceID, c.ParentID, publish.SpanID, c.Attrs["tenant.id"])
+	}
+}
