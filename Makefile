@@ -70,6 +70,13 @@ FORCE:
 .PHONY: test
 test: test-services ## run every test (unit and end-to-end) against local PostgreSQL, Redis and RabbitMQ
 	go test $(GOTEST_FLAGS) $(MODULES)
+	@# The workshop's exercises: the solutions pass, and the exercises as handed out do not.
+	go test $(GOTEST_FLAGS) -tags solution ./exercises/...
+	@if go test -count=1 -tags exercise ./exercises/... >/dev/null 2>&1; then echo "an unsolved exercise in exercises/ passes its tests"; exit 1; fi
+
+.PHONY: exercise
+exercise: ## the workshop's exercises (docs/workshop): run their tests against your code
+	go test -count=1 -v -tags exercise ./exercises/...
 
 .PHONY: test-faults
 test-faults: test-services ## the fault suite: real broker, database, cache and collector faults under load (stops the machine's RabbitMQ and Redis for a moment; run it alone)
@@ -97,14 +104,16 @@ test-services: ## make sure PostgreSQL, Redis and RabbitMQ answer on localhost (
 
 .PHONY: lint
 lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
-	@unformatted=$$(gofmt -l pkg services e2e deploy); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	@unformatted=$$(gofmt -l pkg services e2e deploy exercises); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	@for d in $(GO_MODULES); do (cd $$d && GOWORK=off go mod tidy -diff) || { echo "go.mod of $$d is not tidy: run 'go mod tidy' there"; exit 1; }; done
 	go vet $(MODULES)
 	go vet -tags faults ./e2e
 	go vet -tags bench ./e2e
+	go vet -tags solution ./exercises/...
 	bin/staticcheck $(MODULES)
 	bin/staticcheck -tags faults ./e2e
 	bin/staticcheck -tags bench ./e2e
+	bin/staticcheck -tags solution ./exercises/...
 
 .PHONY: fmt
 fmt: ## format the code
