@@ -242,63 +242,50 @@ func mismatch(flag, want string, v any) openfeature.ProviderResolutionDetail {
 	}
 }
 
-// BooleanEvaluation resolves a boolean flag.
-func (p *FileProvider) BooleanEvaluation(_ context.Context, flag string, def bool, _ openfeature.FlattenedContext) openfeature.BoolResolutionDetail {
+// resolveAs resolves a flag as a T: the default when the flag is missing or
+// disabled, or when convert cannot make a T of its value.
+func resolveAs[T any](p *FileProvider, flag string, def T, want string, convert func(any) (T, bool)) openfeature.GenericResolutionDetail[T] {
 	v, d := p.resolve(flag)
 	if v == nil {
-		return openfeature.BoolResolutionDetail{Value: def, ProviderResolutionDetail: d}
+		return openfeature.GenericResolutionDetail[T]{Value: def, ProviderResolutionDetail: d}
 	}
-	b, ok := v.(bool)
+	t, ok := convert(v)
 	if !ok {
-		return openfeature.BoolResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a boolean", v)}
+		return openfeature.GenericResolutionDetail[T]{Value: def, ProviderResolutionDetail: mismatch(flag, want, v)}
 	}
-	return openfeature.BoolResolutionDetail{Value: b, ProviderResolutionDetail: d}
+	return openfeature.GenericResolutionDetail[T]{Value: t, ProviderResolutionDetail: d}
+}
+
+func typed[T any](v any) (T, bool) {
+	t, ok := v.(T)
+	return t, ok
+}
+
+// BooleanEvaluation resolves a boolean flag.
+func (p *FileProvider) BooleanEvaluation(_ context.Context, flag string, def bool, _ openfeature.FlattenedContext) openfeature.BoolResolutionDetail {
+	return resolveAs(p, flag, def, "a boolean", typed[bool])
 }
 
 // StringEvaluation resolves a string flag.
 func (p *FileProvider) StringEvaluation(_ context.Context, flag string, def string, _ openfeature.FlattenedContext) openfeature.StringResolutionDetail {
-	v, d := p.resolve(flag)
-	if v == nil {
-		return openfeature.StringResolutionDetail{Value: def, ProviderResolutionDetail: d}
-	}
-	s, ok := v.(string)
-	if !ok {
-		return openfeature.StringResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a string", v)}
-	}
-	return openfeature.StringResolutionDetail{Value: s, ProviderResolutionDetail: d}
+	return resolveAs(p, flag, def, "a string", typed[string])
 }
 
-// FloatEvaluation resolves a number flag.
+// FloatEvaluation resolves a number flag (encoding/json decodes every number
+// as a float64).
 func (p *FileProvider) FloatEvaluation(_ context.Context, flag string, def float64, _ openfeature.FlattenedContext) openfeature.FloatResolutionDetail {
-	v, d := p.resolve(flag)
-	if v == nil {
-		return openfeature.FloatResolutionDetail{Value: def, ProviderResolutionDetail: d}
-	}
-	n, ok := v.(float64) // encoding/json decodes every number as float64
-	if !ok {
-		return openfeature.FloatResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a number", v)}
-	}
-	return openfeature.FloatResolutionDetail{Value: n, ProviderResolutionDetail: d}
+	return resolveAs(p, flag, def, "a number", typed[float64])
 }
 
 // IntEvaluation resolves a whole-number flag.
 func (p *FileProvider) IntEvaluation(_ context.Context, flag string, def int64, _ openfeature.FlattenedContext) openfeature.IntResolutionDetail {
-	v, d := p.resolve(flag)
-	if v == nil {
-		return openfeature.IntResolutionDetail{Value: def, ProviderResolutionDetail: d}
-	}
-	n, ok := v.(float64)
-	if !ok || n != math.Trunc(n) {
-		return openfeature.IntResolutionDetail{Value: def, ProviderResolutionDetail: mismatch(flag, "a whole number", v)}
-	}
-	return openfeature.IntResolutionDetail{Value: int64(n), ProviderResolutionDetail: d}
+	return resolveAs(p, flag, def, "a whole number", func(v any) (int64, bool) {
+		n, ok := v.(float64)
+		return int64(n), ok && n == math.Trunc(n)
+	})
 }
 
 // ObjectEvaluation resolves any flag as its JSON value.
 func (p *FileProvider) ObjectEvaluation(_ context.Context, flag string, def any, _ openfeature.FlattenedContext) openfeature.InterfaceResolutionDetail {
-	v, d := p.resolve(flag)
-	if v == nil {
-		return openfeature.InterfaceResolutionDetail{Value: def, ProviderResolutionDetail: d}
-	}
-	return openfeature.InterfaceResolutionDetail{Value: v, ProviderResolutionDetail: d}
+	return resolveAs(p, flag, def, "a JSON value", func(v any) (any, bool) { return v, true })
 }
