@@ -76,7 +76,7 @@ test: test-services ## run every test (unit and end-to-end) against local Postgr
 
 .PHONY: exercise
 exercise: ## the workshop's exercises (docs/workshop): run their tests against your code
-	go test -count=1 -v -tags exercise ./exercises/...
+	go test -count=1 -v -tags exercise ./exercises/manualspan/...
 
 .PHONY: test-faults
 test-faults: test-services ## the fault suite: real broker, database, cache and collector faults under load (stops the machine's RabbitMQ and Redis for a moment; run it alone)
