@@ -296,7 +296,6 @@ func (s *Service) calculatePricing(ctx context.Context, items []RequestItem, sku
 	return lines, total, nil
 }
 
-// chargePayment calls the payment provider: a remote call, so a CLIENT span.
 // A charge that times out is tried again, up to paymentAttempts in all, after
 // paymentBackoff, then twice that. The provider charges an order once,
 // whatever the number of attempts (the order ID is its idempotency key).
