@@ -92,7 +92,7 @@ bench: test-services ## the suite's benchmark: tracing on vs off, saturation and
 .PHONY: bench-micro
 bench-micro: ## micro-benchmarks of the hot telemetry paths (-benchmem, 6 runs: compare two files with benchstat)
 	@mkdir -p bin
-	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry | tee bin/bench-micro.txt
+	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry ./pkg/scenario | tee bin/bench-micro.txt
 
 .PHONY: test-unit
 test-unit: ## run the tests that need no PostgreSQL, Redis or RabbitMQ
