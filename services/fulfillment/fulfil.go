@@ -31,11 +31,12 @@ var (
 // order fulfilled (or failed, when the stock ran out since the order was
 // placed), in one transaction that also records the message as processed.
 type Fulfiller struct {
-	pool   *pgxpool.Pool
-	rdb    *redis.Client
-	tracer trace.Tracer
-	delay  metric.Float64Histogram // from order placed to fulfilment applied
-	flags  scenario.Switches
+	pool    *pgxpool.Pool
+	rdb     *redis.Client
+	cacheDB string // the database name that namespaces orders' cache keys
+	tracer  trace.Tracer
+	delay   metric.Float64Histogram // from order placed to fulfilment applied
+	flags   scenario.Switches
 }
 
 // newFulfiller makes a Fulfiller and its metric.
@@ -51,7 +52,9 @@ func newFulfiller(pool *pgxpool.Pool, rdb *redis.Client, tel *telemetry.Telemetr
 	}
 	return &Fulfiller{
 		pool: pool, rdb: rdb, delay: delay, flags: flags,
-		tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"),
+		// pgxpool's Config() copies the whole configuration: read it once.
+		cacheDB: pool.Config().ConnConfig.Database,
+		tracer:  tel.Tracer("github.com/ordertrace/ordertrace/services/fulfillment"),
 	}, nil
 }
 
@@ -183,10 +186,9 @@ func (f *Fulfiller) completeOrder(ctx context.Context, tx pgx.Tx, orderID string
 // reserveStock is the one that refuses to oversell. A failure only leaves a
 // stale entry until its TTL.
 func (f *Fulfiller) cacheStock(ctx context.Context, levels map[string]int64) {
-	database := f.pool.Config().ConnConfig.Database
 	_, _ = f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for sku, left := range levels {
-			p.Set(ctx, orderevents.CacheKey(database, "stock", sku), left, orderevents.StockTTL)
+			p.Set(ctx, orderevents.CacheKey(f.cacheDB, "stock", sku), left, orderevents.StockTTL)
 		}
 		return nil
 	})
