@@ -33,7 +33,7 @@ func scenarioStack(t *testing.T, extra map[string]string) (*stack, func(name str
 		vars[k] = v
 	}
 	s := startStack(t, vars)
-	// switchTo sets a scenario the way `make scenario` does, and waits until
+	// switchTo sets a scenario as `make scenario` does, and waits until
 	// every service has logged the switch.
 	switchTo := func(name string, on bool) {
 		t.Helper()
@@ -49,14 +49,7 @@ func scenarioStack(t *testing.T, extra map[string]string) (*stack, func(name str
 			return n
 		}
 		before := map[*process]int{s.orders: count(s.orders), s.fulfillment: count(s.fulfillment)}
-		f, err := scenario.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fl := f.Flags[name]
-		fl.DefaultVariant = variant
-		f.Flags[name] = fl
-		if err := scenario.WriteFile(path, f); err != nil {
+		if err := scenario.Set(path, name, on); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 5*time.Second, "the services to log "+mark, func() bool {

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -73,6 +77,26 @@ func WriteFile(path string, f File) error {
 	return os.Rename(tmp, path)
 }
 
+// Set switches one scenario of the file at path on or off, keeping the rest
+// of the file (an instructor's tuned "on" values) as it is. A missing file
+// starts from the defaults.
+func Set(path, name string, on bool) error {
+	f, err := ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = Defaults(), nil
+	}
+	if err != nil {
+		return err
+	}
+	fl, ok := f.Flags[name]
+	if !ok {
+		return fmt.Errorf("no scenario %q; the scenarios are %v", name, slices.Sorted(maps.Keys(f.Flags)))
+	}
+	fl.DefaultVariant = map[bool]string{true: "on", false: "off"}[on]
+	f.Flags[name] = fl
+	return WriteFile(path, f)
+}
+
 // FileProvider is an OpenFeature provider that reads the scenarios file and
 // checks it for changes every poll interval: a switch takes effect within
 // one interval, without a restart. A file that is missing or does not parse
@@ -85,7 +109,8 @@ type FileProvider struct {
 
 	mu    sync.RWMutex
 	flags map[string]Flag
-	stamp string // size and modification time of what was read
+	stamp string // size and modification time of the file last read
+	bad   string // the stamp of the last unusable file, logged once
 
 	events chan openfeature.Event
 	stop   chan struct{}
@@ -146,31 +171,36 @@ func (p *FileProvider) watch() {
 
 // reload reads the file if it changed, and reports the flags that changed.
 func (p *FileProvider) reload() {
+	// Only the watcher goroutine (and Init, before it starts) writes stamp
+	// and bad, so reading them here needs no lock.
+	stamp := "missing"
 	info, err := os.Stat(p.path)
-	if err != nil {
-		p.note("", fmt.Errorf("scenarios file: %w", err))
-		return
+	if err == nil {
+		stamp = fmt.Sprint(info.Size(), info.ModTime().UnixNano())
 	}
-	stamp := fmt.Sprint(info.Size(), info.ModTime().UnixNano())
-	p.mu.RLock()
-	same := stamp == p.stamp
-	p.mu.RUnlock()
-	if same {
-		return
+	if stamp == p.stamp || stamp == p.bad {
+		return // unchanged since the last read, or already reported
 	}
 	f, err := ReadFile(p.path)
 	if err != nil {
-		p.note(stamp, err)
+		p.bad = stamp
+		p.log.Warn("scenarios file unusable; the last good flags stay in force", "path", p.path, "error", err)
 		return
 	}
 	p.mu.Lock()
 	old := p.flags
-	p.flags, p.stamp = f.Flags, stamp
+	p.flags = f.Flags
 	p.mu.Unlock()
+	p.stamp, p.bad = stamp, ""
 
 	var changed []string
-	for key := range mergedKeys(old, f.Flags) {
-		if !sameFlag(old[key], f.Flags[key]) {
+	for key := range f.Flags {
+		if !reflect.DeepEqual(old[key], f.Flags[key]) {
+			changed = append(changed, key)
+		}
+	}
+	for key := range old {
+		if _, kept := f.Flags[key]; !kept {
 			changed = append(changed, key)
 		}
 	}
@@ -190,32 +220,6 @@ func (p *FileProvider) reload() {
 	}:
 	default: // nobody is listening; the flags are in force anyway
 	}
-}
-
-// note logs a file that cannot be used, once per version of it.
-func (p *FileProvider) note(stamp string, err error) {
-	p.mu.Lock()
-	seen := p.stamp == "!"+stamp
-	p.stamp = "!" + stamp
-	p.mu.Unlock()
-	if !seen {
-		p.log.Warn("scenarios file unusable; the last good flags stay in force", "path", p.path, "error", err)
-	}
-}
-
-func mergedKeys(a, b map[string]Flag) map[string]bool {
-	keys := map[string]bool{}
-	for k := range a {
-		keys[k] = true
-	}
-	for k := range b {
-		keys[k] = true
-	}
-	return keys
-}
-
-func sameFlag(a, b Flag) bool {
-	return a.State == b.State && a.DefaultVariant == b.DefaultVariant && fmt.Sprint(a.Variants) == fmt.Sprint(b.Variants)
 }
 
 // resolve finds the value of a flag, or why the default applies.

@@ -79,11 +79,7 @@ func TestSwitchWithoutRestart(t *testing.T) {
 		t.Fatalf("payment-failures = %v with every scenario off, want 0", got)
 	}
 
-	f := Defaults()
-	fl := f.Flags[PaymentFailures]
-	fl.DefaultVariant = "on"
-	f.Flags[PaymentFailures] = fl
-	if err := WriteFile(path, f); err != nil {
+	if err := Set(path, PaymentFailures, true); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the switch to on", func() bool { return rate() == 0.3 })
@@ -140,11 +136,7 @@ func TestTypesAndStates(t *testing.T) {
 func TestBadFileKeepsLastGoodFlags(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "scenarios.json")
-	f := Defaults()
-	fl := f.Flags[CacheBypass]
-	fl.DefaultVariant = "on"
-	f.Flags[CacheBypass] = fl
-	if err := WriteFile(path, f); err != nil {
+	if err := Set(path, CacheBypass, true); err != nil { // a missing file starts from the defaults
 		t.Fatal(err)
 	}
 	c, logs := client(t, path)

@@ -49,13 +49,7 @@ func run(path string, args []string) error {
 	case len(args) == 1 && args[0] == "reset":
 		return scenario.WriteFile(path, scenario.Defaults())
 	case len(args) == 3 && args[0] == "set" && (args[2] == "on" || args[2] == "off"):
-		fl, ok := f.Flags[args[1]]
-		if !ok {
-			return fmt.Errorf("no scenario %q; the scenarios are %v", args[1], slices.Sorted(maps.Keys(f.Flags)))
-		}
-		fl.DefaultVariant = args[2]
-		f.Flags[args[1]] = fl
-		if err := scenario.WriteFile(path, f); err != nil {
+		if err := scenario.Set(path, args[1], args[2] == "on"); err != nil {
 			return err
 		}
 		fmt.Printf("%s is %s\n", args[1], args[2])
