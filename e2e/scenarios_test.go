@@ -491,6 +491,9 @@ func TestScenarioPropagationOff(t *testing.T) {
 	}
 	switchTo(scenario.PropagationOff, false)
 	traceID, c = consumerOf()
+	waitFor(t, 10*time.Second, "the order's PRODUCER span", func() bool {
+		return len(named(s.otlp.Trace(traceID), "orders", "publish orders")) == 1
+	})
 	publish := find(t, s.otlp.Trace(traceID), "orders", producer, "publish orders")
 	if c.TraceID != traceID || c.ParentID != publish.SpanID || c.Attrs["tenant.id"] != "acme" {
 		t.Errorf("scenario off: CONSUMER span in trace %s (order's %s), parent %q (PRODUCER %s), tenant %q; want the order's trace",
