@@ -65,6 +65,22 @@ func ExtractAMQP(ctx context.Context, prop propagation.TextMapPropagator, header
 	return prop.Extract(ctx, AMQPCarrier(headers))
 }
 
+// AMQPMessageAttributes are what every span about one RabbitMQ message says,
+// in the messaging conventions: the operation (its type, such as
+// semconv.MessagingOperationTypeSend, and its name), where the message goes,
+// and which message it is. Callers add what is particular to their side.
+func AMQPMessageAttributes(operation attribute.KeyValue, operationName, exchange, routingKey, messageID string, bodySize int) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		semconv.MessagingSystemRabbitMQ,
+		operation,
+		semconv.MessagingOperationName(operationName),
+		semconv.MessagingDestinationName(exchange),
+		semconv.MessagingRabbitMQDestinationRoutingKey(routingKey),
+		semconv.MessagingMessageID(messageID),
+		semconv.MessagingMessageBodySize(bodySize),
+	}
+}
+
 // AMQPPeerAttributes names the broker of amqpURL for messaging spans
 // (server.address, server.port), leaving its credentials out.
 func AMQPPeerAttributes(amqpURL string) []attribute.KeyValue {

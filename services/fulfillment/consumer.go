@@ -162,15 +162,10 @@ func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d am
 	opts := []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(c.peer...),
+		trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeProcess, "process",
+			d.Exchange, d.RoutingKey, d.MessageId, len(d.Body))...),
 		trace.WithAttributes(
-			semconv.MessagingSystemRabbitMQ,
-			semconv.MessagingOperationTypeProcess,
-			semconv.MessagingOperationName("process"),
-			semconv.MessagingDestinationName(d.Exchange),
-			semconv.MessagingRabbitMQDestinationRoutingKey(d.RoutingKey),
 			semconv.MessagingDestinationSubscriptionName(orderevents.Queue),
-			semconv.MessagingMessageID(d.MessageId),
-			semconv.MessagingMessageBodySize(len(d.Body)),
 			semconv.MessagingRabbitMQMessageDeliveryTag(int(d.DeliveryTag)),
 		),
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
@@ -195,15 +196,8 @@ func (s *Service) orderCreated(body []byte) Enqueue {
 		messageID := uuid.NewString()
 		ctx, span := s.tracer.Start(ctx, "publish "+orderevents.Exchange,
 			trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(
-				semconv.MessagingSystemRabbitMQ,
-				semconv.MessagingOperationTypeCreate,
-				semconv.MessagingOperationName("publish"),
-				semconv.MessagingDestinationName(orderevents.Exchange),
-				semconv.MessagingRabbitMQDestinationRoutingKey(orderevents.RoutingKeyCreated),
-				semconv.MessagingMessageID(messageID),
-				semconv.MessagingMessageBodySize(len(body)),
-			))
+			trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeCreate, "publish",
+				orderevents.Exchange, orderevents.RoutingKeyCreated, messageID, len(body))...))
 		headers := map[string]string{}
 		s.prop.Inject(ctx, propagation.MapCarrier(headers)) // traceparent, tracestate, baggage
 		msg := OutboxMessage{

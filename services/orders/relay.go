@@ -181,16 +181,9 @@ func (r *Relay) send(ctx context.Context, o outboxRow) (err error) {
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithLinks(trace.LinkFromContext(created)),
 		trace.WithAttributes(r.peer...),
-		trace.WithAttributes(
-			semconv.MessagingSystemRabbitMQ,
-			semconv.MessagingOperationTypeSend,
-			semconv.MessagingOperationName("send"),
-			semconv.MessagingDestinationName(o.exchange),
-			semconv.MessagingRabbitMQDestinationRoutingKey(o.routingKey),
-			semconv.MessagingMessageID(o.messageID),
-			semconv.MessagingMessageBodySize(len(o.body)),
-			attribute.Int("outbox.attempts", o.attempts+1),
-		))
+		trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeSend, "send",
+			o.exchange, o.routingKey, o.messageID, len(o.body))...),
+		trace.WithAttributes(attribute.Int("outbox.attempts", o.attempts+1)))
 	defer func() {
 		recordError(span, err)
 		span.End()
