@@ -23,7 +23,7 @@ func TestWorkshopCommandsExist(t *testing.T) {
 		targets[m[1]] = true
 	}
 	var scenarios struct{ Flags map[string]json.RawMessage }
-	raw, err := os.ReadFile("../deploy/scenarios/scenarios.json")
+	raw, err := os.ReadFile("../deploy/scenarios/defaults.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestWorkshopCommandsExist(t *testing.T) {
 		}
 		for _, m := range scenario.FindAllStringSubmatch(text, -1) {
 			if _, ok := scenarios.Flags[m[1]]; !ok && m[1] != "..." {
-				t.Errorf("%s: scenario %s is not in deploy/scenarios/scenarios.json", name, m[1])
+				t.Errorf("%s: scenario %s is not in deploy/scenarios/defaults.json", name, m[1])
 			}
 		}
 		for _, m := range path.FindAllStringSubmatch(text, -1) {

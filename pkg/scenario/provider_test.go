@@ -168,17 +168,18 @@ func TestBadFileKeepsLastGoodFlags(t *testing.T) {
 	}
 }
 
-// The file in deploy/ is the defaults: every scenario off.
+// The tracked file in deploy/ is the defaults: every scenario off. The live
+// file beside it (scenarios.json, untracked) is what make scenario edits.
 func TestDeployedFileIsTheDefaults(t *testing.T) {
 	t.Parallel()
-	got, err := ReadFile("../../deploy/scenarios/scenarios.json")
+	got, err := ReadFile("../../deploy/scenarios/defaults.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, _ := json.Marshal(Defaults())
 	have, _ := json.Marshal(got)
 	if !bytes.Equal(want, have) {
-		t.Errorf("deploy/scenarios/scenarios.json is not scenario.Defaults() (run: make scenario-reset)\n got %s\nwant %s", have, want)
+		t.Errorf("deploy/scenarios/defaults.json is not scenario.Defaults()\n got %s\nwant %s", have, want)
 	}
 }
 

@@ -42,7 +42,9 @@ const (
 )
 
 // Defaults is the scenarios file with every scenario off: the contents of
-// deploy/scenarios/scenarios.json.
+// deploy/scenarios/defaults.json (tracked). The live file the services watch,
+// deploy/scenarios/scenarios.json, is untracked: switching a scenario never
+// changes a tracked file, and a missing live file means every scenario off.
 func Defaults() File {
 	flag := func(off, on any, about string) Flag {
 		return Flag{State: "ENABLED", Variants: map[string]any{"off": off, "on": on}, DefaultVariant: "off", Description: about}

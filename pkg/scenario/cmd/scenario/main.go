@@ -3,7 +3,7 @@
 // scenarios). A switch takes effect within a second, without a restart.
 //
 //	scenario [-file path] list
-//	scenario [-file path] set NAME on|off
+//	scenario [-file path] set NAME on|off      (1 and 0 too, as make scenario ON= passes them)
 //	scenario [-file path] reset        every scenario off
 package main
 
@@ -48,12 +48,21 @@ func run(path string, args []string) error {
 		return nil
 	case len(args) == 1 && args[0] == "reset":
 		return scenario.WriteFile(path, scenario.Defaults())
-	case len(args) == 3 && args[0] == "set" && (args[2] == "on" || args[2] == "off"):
-		if err := scenario.Set(path, args[1], args[2] == "on"); err != nil {
+	case len(args) == 3 && args[0] == "set":
+		on, ok := switchValues[args[2]]
+		if !ok {
+			return fmt.Errorf("%q is not a switch value: use 1 or on, 0 or off", args[2])
+		}
+		if err := scenario.Set(path, args[1], on); err != nil {
 			return err
 		}
-		fmt.Printf("%s is %s\n", args[1], args[2])
+		fmt.Printf("%s is %s\n", args[1], map[bool]string{true: "on", false: "off"}[on])
 		return nil
 	}
 	return errors.New("usage: scenario [-file path] list | set NAME on|off | reset")
 }
+
+// switchValues are the values `set` accepts: the words, and the digits that
+// make scenario ON=1 and ON=0 pass. Anything else is refused, never read as
+// off.
+var switchValues = map[string]bool{"1": true, "on": true, "0": false, "off": false}
