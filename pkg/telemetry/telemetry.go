@@ -145,6 +145,14 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	if out == nil {
 		out = os.Stdout
 	}
+	// The SDK reports its own failures (an unreachable collector, a full
+	// queue) through this handler; by default they are plain text on stderr.
+	// They become JSON lines of the same stream, written to stdout only: sent
+	// over OTLP, a failing export would report itself in a loop.
+	sdkLog := slog.New(NewLogHandler(out, lognoop.NewLoggerProvider(), serviceName(res), opts.LogLevel))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		sdkLog.Warn("opentelemetry sdk", "error", err)
+	}))
 	tel = &Telemetry{
 		TracerProvider: tp,
 		MeterProvider:  mp,

@@ -2,11 +2,14 @@ package telemetry
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"context"
 	"log/slog"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -150,3 +153,27 @@ func TestShutdownIsBounded(t *testing.T) {
 }
 
 func attributeKey(k string) attribute.Key { return attribute.Key(k) }
+
+// TestSDKErrorsAreJSONLogLines: a failure the SDK reports (here, one handed to
+// otel.Handle as an exporter would) is a JSON warning on the log stream, not
+// a plain-text line on stderr.
+func TestSDKErrorsAreJSONLogLines(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_LOGS_EXPORTER", "none")
+	var out bytes.Buffer
+	_, shutdown, err := Setup(t.Context(), Options{ServiceName: "x", LogOutput: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(t.Context())
+
+	otel.Handle(errors.New("exporter: connection refused"))
+	var line struct{ Level, Msg, Error string }
+	if err := json.Unmarshal(out.Bytes(), &line); err != nil {
+		t.Fatalf("log output %q is not one JSON line: %v", out.String(), err)
+	}
+	if line.Level != "WARN" || line.Msg != "opentelemetry sdk" || line.Error != "exporter: connection refused" {
+		t.Errorf("log line = %+v, want a WARN naming the SDK's error", line)
+	}
+}
