@@ -81,7 +81,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		stopServing()
 	}()
 
-	srv := &server{tel: tel, pool: pool, consumer: consumer}
+	srv := &server{tel: tel, pool: pool, consumer: consumer, flags: flags}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		stopConsuming()
