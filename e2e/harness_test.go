@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -101,7 +102,7 @@ type env struct {
 	Redis       *redis.Client
 
 	amqpMu   sync.Mutex
-	amqpConn *amqp.Connection // see channel
+	amqpConn *amqp.Connection // see tryChannel
 }
 
 // newEnv creates a database, a virtual host and a Redis key space for t and
@@ -142,6 +143,13 @@ func newEnv(t *testing.T) *env {
 		}
 	})
 	e.AMQPURL = strings.TrimSuffix(amqpBaseURL, "/") + "/" + e.VHost
+	t.Cleanup(func() { // before the vhost goes (cleanups run last first)
+		e.amqpMu.Lock()
+		defer e.amqpMu.Unlock()
+		if e.amqpConn != nil {
+			e.amqpConn.Close()
+		}
+	})
 
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
@@ -186,7 +194,7 @@ func rabbitDo(method, path string, body, out any) error {
 	}
 	req.SetBasicAuth(user, pass)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -205,50 +213,99 @@ func rabbitDo(method, path string, body, out any) error {
 // shares and closes when it ends. Close the channel when done with it.
 func (e *env) channel(t *testing.T) *amqp.Channel {
 	t.Helper()
+	ch, err := e.tryChannel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// tryChannel is channel for polls: it returns the error instead of failing
+// the test, and dials again when the broker has closed the shared
+// connection (a broker restart, a connection closed from the management API).
+func (e *env) tryChannel() (*amqp.Channel, error) {
 	e.amqpMu.Lock()
 	defer e.amqpMu.Unlock()
-	if e.amqpConn == nil {
+	if e.amqpConn == nil || e.amqpConn.IsClosed() {
 		conn, err := amqp.Dial(e.AMQPURL)
 		if err != nil {
-			t.Fatalf("rabbitmq: %v", err)
+			return nil, fmt.Errorf("rabbitmq: %w", err)
 		}
 		e.amqpConn = conn
-		t.Cleanup(func() { conn.Close() })
 	}
 	ch, err := e.amqpConn.Channel()
 	if err != nil {
-		t.Fatalf("rabbitmq channel: %v", err)
+		return nil, fmt.Errorf("rabbitmq channel: %w", err)
 	}
-	return ch
+	return ch, nil
 }
 
 // queueDepth returns the number of ready messages in a queue of the test's
 // vhost, asked of the broker itself (the management API's counters lag).
 func (e *env) queueDepth(t *testing.T, queue string) int {
 	t.Helper()
-	ch := e.channel(t)
+	n, err := e.tryQueueDepth(queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// tryQueueDepth is queueDepth for polls. A missing queue is an error (and
+// costs only the channel of this one question).
+func (e *env) tryQueueDepth(queue string) (int, error) {
+	ch, err := e.tryChannel()
+	if err != nil {
+		return 0, err
+	}
 	defer ch.Close()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
-		t.Fatalf("queue %s: %v", queue, err)
+		return 0, fmt.Errorf("queue %s: %w", queue, err)
 	}
-	return q.Messages
+	return q.Messages, nil
 }
 
-// query runs a one-value query against the test's database.
+// tryGet takes one message off a queue of the test's vhost (acknowledged on
+// delivery), on a channel of its own: a broker error closes a channel, and
+// the next poll must not inherit a closed one.
+func (e *env) tryGet(queue string) (amqp.Delivery, bool, error) {
+	ch, err := e.tryChannel()
+	if err != nil {
+		return amqp.Delivery{}, false, err
+	}
+	defer ch.Close()
+	d, ok, err := ch.Get(queue, true)
+	if err != nil {
+		return amqp.Delivery{}, false, fmt.Errorf("get from %s: %w", queue, err)
+	}
+	return d, ok, nil
+}
+
+// queryInt runs a one-value query against the test's database.
 func (e *env) queryInt(t *testing.T, sql string, args ...any) int {
 	t.Helper()
-	ctx := context.Background()
+	n, err := e.tryQueryInt(sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// tryQueryInt is queryInt for polls.
+func (e *env) tryQueryInt(sql string, args ...any) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	c, err := pgx.Connect(ctx, e.DatabaseURL)
 	if err != nil {
-		t.Fatalf("connect: %v", err)
+		return 0, fmt.Errorf("connect: %w", err)
 	}
 	defer c.Close(ctx)
 	var n int
 	if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
+		return 0, fmt.Errorf("%s: %w", sql, err)
 	}
-	return n
+	return n, nil
 }
 
 // process is one running service.
@@ -273,9 +330,14 @@ func (p *process) Lines() []string {
 // URL is the base URL of its HTTP server.
 func (p *process) URL() string { return "http://" + p.addr }
 
+// startTimeout bounds a service's start, from exec to a 200 from its
+// /readyz: binaries built with -race, on a busy machine, may take a while.
+const startTimeout = 60 * time.Second
+
 // start runs a service binary with vars (and nothing else from this
-// process's environment but PATH and HOME), waits until it listens, and
-// stops it with SIGTERM when t ends.
+// process's environment but PATH and HOME), waits until it is ready (its
+// /readyz answers 200: it can do its job, not merely listen), and stops it
+// with SIGTERM when t ends.
 func start(t *testing.T, name string, vars map[string]string) *process {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name))
@@ -325,14 +387,53 @@ func start(t *testing.T, name string, vars map[string]string) *process {
 			t.Logf("%s stderr:\n%s", name, stderr.String())
 		}
 	})
+	// The log line gives the address (services listen on port 0); /readyz
+	// says when the service is ready.
+	deadline := time.Now().Add(startTimeout)
 	select {
 	case p.addr = <-listening:
 	case <-p.done:
 		t.Fatalf("%s exited before listening: %v\nstderr: %s\nstdout: %s", name, p.err, stderr.String(), strings.Join(p.Lines(), "\n"))
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not start listening within 30s", name)
+	case <-time.After(startTimeout):
+		t.Fatalf("%s did not start listening within %s\nstdout: %s", name, startTimeout, strings.Join(p.Lines(), "\n"))
+	}
+	if err := p.waitReady(deadline); err != nil {
+		t.Fatalf("%s was not ready within %s: %v\nstderr: %s\nstdout: %s", name, startTimeout, err, stderr.String(), strings.Join(p.Lines(), "\n"))
 	}
 	return p
+}
+
+// tryReady asks the service's /readyz once: nil means it answered 200.
+func (p *process) tryReady() error {
+	resp, err := testClient.Get(p.URL() + "/readyz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s /readyz: %s %s", p.name, resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// waitReady polls /readyz until it answers 200, the process exits, or the
+// deadline passes.
+func (p *process) waitReady(deadline time.Time) error {
+	for {
+		err := p.tryReady()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited (%v); its last answer: %w", p.err, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+	}
 }
 
 // Stop sends SIGTERM and waits for the process to exit. It returns how long
@@ -400,12 +501,36 @@ func startStack(t *testing.T, extra map[string]string) *stack {
 	return s
 }
 
+// testClient is the tests' HTTP client: a service that hangs fails the
+// request that waited for it, not the whole run.
+var testClient = &http.Client{Timeout: 30 * time.Second}
+
+// stop stops the three services with SIGTERM. Each flushes its telemetry
+// on the way out, so afterwards every span, log record and log line they
+// made has arrived: what an assertion that something never happened waits
+// for, instead of a pause.
+func (s *stack) stop(t *testing.T) {
+	t.Helper()
+	for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
+		p.Stop(t)
+	}
+}
+
 // call sends a request to the gateway and returns the status, headers and body.
 func (s *stack) call(t *testing.T, method, path, contentType string, body []byte, header map[string]string) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, s.gateway.URL()+path, bytes.NewReader(body))
+	status, h, b, err := s.tryCall(method, path, contentType, body, header)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return status, h, b
+}
+
+// tryCall is call for polls.
+func (s *stack) tryCall(method, path, contentType string, body []byte, header map[string]string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequest(method, s.gateway.URL()+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -413,22 +538,63 @@ func (s *stack) call(t *testing.T, method, path, contentType string, body []byte
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, b
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp.StatusCode, resp.Header, b, nil
 }
+
+// patience bounds the waits for what happens asynchronously (a message
+// consumed, a span exported, a switch loaded): generous, because the
+// services run with -race on machines that may be busy, and a deadline
+// costs time only when something is really wrong.
+const patience = 60 * time.Second
 
 // waitFor polls cond every 50 ms until it holds or timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	waitUntil(t, timeout, what, func() (bool, error) { return cond(), nil })
+}
+
+// waitUntil polls cond every 50 ms until it holds or timeout passes. When
+// cond cannot tell (the broker, the database or a service answered with an
+// error, which on a busy machine may pass), or to say how far things are,
+// it returns an error: the poll goes on, and the last error is printed if
+// time runs out. A condition never calls t.Fatal: one failed look must not
+// fail a test.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	if err := poll(timeout, cond); err != nil {
+		t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+	}
+}
+
+// poll is waitUntil without a test: nil once cond holds, or why it never did.
+func poll(timeout time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
-	for !cond() {
+	var (
+		last   error
+		lastAt time.Time
+	)
+	for {
+		ok, err := cond()
+		switch {
+		case err != nil:
+			last, lastAt = err, time.Now()
+		case ok:
+			return nil
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			if last == nil {
+				return errors.New("the condition never held")
+			}
+			return fmt.Errorf("the condition never held; the last error (%s before the end): %w", time.Since(lastAt).Round(time.Millisecond), last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
