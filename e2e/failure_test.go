@@ -63,14 +63,9 @@ func TestPaymentDeclined(t *testing.T) {
 		t.Errorf("problem = %+v, want title %q and trace_id %s", p, "Payment declined", traceID)
 	}
 
-	waitFor(t, 5*time.Second, "the SERVER spans of gateway and orders", func() bool {
-		seen := map[string]bool{}
-		for _, sp := range s.otlp.Trace(traceID) {
-			seen[sp.Service] = seen[sp.Service] || sp.Kind == server
-		}
-		return seen["gateway"] && seen["orders"]
-	})
-	spans := s.otlp.Trace(traceID)
+	// The SERVER spans end last in each service: with them, their children
+	// (exported in the order they ended) have arrived too.
+	spans := waitTrace(t, s.otlp, traceID, spanKey{"gateway", server, "POST /api/orders"}, spanKey{"orders", server, "POST /orders"})
 	t.Logf("declined payment trace:\n%s", tree(spans))
 	payment := find(t, spans, "orders", client, "order.charge_payment")
 	orderProcess := find(t, spans, "orders", internal, "order.process")
@@ -89,6 +84,7 @@ func TestPaymentDeclined(t *testing.T) {
 	if !hasException(gwServer, "402") {
 		t.Errorf("gateway SERVER span has no exception event for the failed call: %+v", gwServer.Events)
 	}
+	s.stop(t) // every span they made has arrived: none may be a publish
 	s.wantNothingStored(t)
 }
 
@@ -119,13 +115,13 @@ func TestRejectedRequests(t *testing.T) {
 		{"no customer", "application/json", `{"items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 422, "customer_id"},
 		{"more than in stock", "application/json", `{"customer_id":"c","items":[{"sku":"LIMITED-ROAST","quantity":6}]}`, 409, "items[0].quantity"},
 		{"malformed JSON", "application/json", `{"customer_id":`, 400, ""},
-		{"wrong type", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":"two"}]}`, 400, "items.quantity"},
+		{"wrong type", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":"two"}]}`, 400, "items[0].quantity"},
 		{"two JSON values", "application/json", `{"customer_id":"c","items":[]} {}`, 400, ""},
 		{"card data in an unknown field", "application/json",
 			`{"customer_id":"c","card_number":"` + plantedCard + `","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 400, "card_number"},
 		{"oversized body", "application/json", `{"customer_id":"` + strings.Repeat("x", 70<<10) + `","items":[]}`, 413, ""},
 		{"huge quantity", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1000000000000}]}`, 422, "items[0].quantity"},
-		{"number beyond any int", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1e400}]}`, 400, "items.quantity"},
+		{"number beyond any int", "application/json", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1e400}]}`, 400, "items[0].quantity"},
 		{"SQL in a sku", "application/json", `{"customer_id":"c","items":[{"sku":"x'; DROP TABLE orders;--","quantity":1}]}`, 422, "items[0].sku"},
 		{"script in a customer id", "application/json", `{"customer_id":"<script>alert(1)</script>","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 422, "customer_id"},
 		{"wrong content type", "text/plain", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
@@ -174,7 +170,7 @@ func TestRejectedRequests(t *testing.T) {
 		}
 	})
 
-	time.Sleep(500 * time.Millisecond) // let the last batches of spans and logs arrive
+	s.stop(t) // every span, log record and log line they made has arrived
 	s.wantNothingStored(t)
 	if n := s.env.queryInt(t, "SELECT count(*) FROM products"); n != 8 {
 		t.Errorf("%d products left, want the 8 of the catalogue", n)
@@ -240,16 +236,11 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	publishPoison(t, s.env, traceID, "poison-1", "tenant.id=globex")
 
-	ch := s.env.channel(t)
-	defer ch.Close()
 	var dead amqp.Delivery
-	waitFor(t, 15*time.Second, "the message in the dead-letter queue", func() bool {
-		d, ok, err := ch.Get(orderevents.DeadLetterQueue, true)
-		if err != nil {
-			t.Fatal(err)
-		}
+	waitUntil(t, patience, "the message in the dead-letter queue", func() (bool, error) {
+		d, ok, err := s.env.tryGet(orderevents.DeadLetterQueue)
 		dead = d
-		return ok
+		return ok, err
 	})
 	if dead.MessageId != "poison-1" || dead.Headers["x-fulfillment-attempts"] != int32(3) ||
 		!strings.Contains(fmt.Sprint(dead.Headers["x-fulfillment-error"]), "order not found") ||
@@ -257,11 +248,7 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 		t.Errorf("dead letter = id %q headers %v; want poison-1 with 3 attempts, the reason and the original traceparent", dead.MessageId, dead.Headers)
 	}
 
-	waitFor(t, 5*time.Second, "the CONSUMER span of the poison message", func() bool {
-		return len(s.otlp.Trace(traceID)) > 0
-	})
-	time.Sleep(200 * time.Millisecond)
-	spans := s.otlp.Trace(traceID)
+	spans := waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process fulfillment.order-created"})
 	t.Logf("poison message trace:\n%s", tree(spans))
 	consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
 	if consume.ParentID != poisonParent || len(consume.Links) != 1 || consume.Links[0] != poisonParent {
@@ -308,8 +295,9 @@ func TestSIGTERMFlushesTelemetry(t *testing.T) {
 		t.Fatalf("status = %d, want 201", status)
 	}
 	traceID := traceIDFromHeader(t, h)
-	waitFor(t, 10*time.Second, "fulfilment in the database", func() bool {
-		return s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'fulfilled'", order.OrderID) == 1
+	waitUntil(t, patience, "fulfilment in the database", func() (bool, error) {
+		n, err := s.env.tryQueryInt("SELECT count(*) FROM orders WHERE id = $1 AND status = 'fulfilled'", order.OrderID)
+		return n == 1, err
 	})
 	if n := len(s.otlp.Trace(traceID)); n != 0 {
 		t.Fatalf("%d spans exported before shutdown; the test needs the batch delay to hold them", n)

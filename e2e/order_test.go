@@ -56,6 +56,40 @@ func find(t *testing.T, spans []span, service string, kind tracepb.Span_SpanKind
 	return found[0]
 }
 
+// spanKey names one span of a trace, as find looks it up.
+type spanKey struct {
+	service string
+	kind    tracepb.Span_SpanKind
+	name    string
+}
+
+func (k spanKey) String() string { return k.service + " " + k.kind.String() + " " + k.name }
+
+// waitTrace waits until the trace holds every span of want, and returns the
+// trace. Wait for what ends last in each service (its SERVER or CONSUMER
+// span): a service exports its spans in the order they ended, so their
+// children have arrived with them.
+func waitTrace(t *testing.T, r *receiver, traceID string, want ...spanKey) []span {
+	t.Helper()
+	var (
+		spans   []span
+		missing []spanKey
+	)
+	err := poll(patience, func() (bool, error) {
+		spans, missing = r.Trace(traceID), nil
+		for _, k := range want {
+			if !slices.ContainsFunc(spans, func(s span) bool { return s.Service == k.service && s.Kind == k.kind && s.Name == k.name }) {
+				missing = append(missing, k)
+			}
+		}
+		return len(missing) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("trace %s: after %s, still no %v; it holds:\n%s", traceID, patience, missing, tree(spans))
+	}
+	return spans
+}
+
 func childrenOf(spans []span, parent span) []span {
 	var out []span
 	for _, s := range spans {
@@ -112,17 +146,23 @@ func (s *stack) placeOrder(t *testing.T, body string, header map[string]string) 
 	return status, h, p
 }
 
-// waitFulfilled polls GET /api/orders/{id} until the order is no longer pending.
+// waitStatus polls GET /api/orders/{id} until the order is no longer
+// pending, and returns its status.
 func (s *stack) waitStatus(t *testing.T, orderID string) string {
 	t.Helper()
 	var order struct{ Status string }
-	waitFor(t, 15*time.Second, "order "+orderID+" to leave pending", func() bool {
-		status, _, b := s.call(t, http.MethodGet, "/api/orders/"+orderID, "", nil, nil)
-		if status != http.StatusOK {
-			t.Fatalf("GET order: %d %s", status, b)
+	waitUntil(t, patience, "order "+orderID+" to leave pending", func() (bool, error) {
+		status, _, b, err := s.tryCall(http.MethodGet, "/api/orders/"+orderID, "", nil, nil)
+		if err != nil {
+			return false, err
 		}
-		_ = json.Unmarshal(b, &order)
-		return order.Status != "pending"
+		if status != http.StatusOK {
+			return false, fmt.Errorf("GET order: %d %s", status, b)
+		}
+		if err := json.Unmarshal(b, &order); err != nil {
+			return false, fmt.Errorf("GET order: %s: %w", b, err)
+		}
+		return order.Status != "pending", nil
 	})
 	return order.Status
 }
@@ -153,17 +193,16 @@ func TestGoldenTrace(t *testing.T) {
 		t.Fatalf("order status = %q, want fulfilled", got)
 	}
 
-	// The trace is complete once fulfillment's last span has arrived.
-	waitFor(t, 10*time.Second, "fulfillment spans", func() bool {
-		for _, sp := range s.otlp.Trace(traceID) {
-			if sp.Name == "fulfillment.complete_order" {
-				return true
-			}
-		}
-		return false
-	})
-	time.Sleep(300 * time.Millisecond) // the Redis DEL span ends just after
-	spans := s.otlp.Trace(traceID)
+	// The trace is complete once every span below has arrived, among them
+	// the one that ends last in each service (the gateway's and orders'
+	// SERVER spans, fulfillment's CONSUMER span), and so their children.
+	spans := waitTrace(t, s.otlp, traceID,
+		spanKey{"gateway", server, "POST /api/orders"}, spanKey{"gateway", client, "POST"},
+		spanKey{"orders", server, "POST /orders"}, spanKey{"orders", internal, "order.process"},
+		spanKey{"orders", internal, "order.validate_inventory"}, spanKey{"orders", internal, "order.calculate_pricing"},
+		spanKey{"orders", client, "order.charge_payment"}, spanKey{"orders", producer, "publish orders"},
+		spanKey{"fulfillment", consumer, "process fulfillment.order-created"},
+		spanKey{"fulfillment", internal, "fulfillment.reserve_stock"}, spanKey{"fulfillment", internal, "fulfillment.complete_order"})
 	t.Logf("the golden trace, as exported over OTLP:\n%s", tree(spans))
 
 	gwServer := find(t, spans, "gateway", server, "POST /api/orders")
@@ -210,7 +249,7 @@ func TestGoldenTrace(t *testing.T) {
 	wantClientChild(t, spans, publish, "postgresql") // the outbox row, in the order's transaction
 
 	// The relay's send is a trace of its own, linked to the message's creation.
-	waitFor(t, 5*time.Second, "the relay's send span", func() bool {
+	waitFor(t, patience, "the relay's send span", func() bool {
 		for _, sp := range s.otlp.Spans() {
 			if sp.Name == "send orders" && slices.Contains(sp.Links, publish.SpanID) {
 				return true
@@ -243,6 +282,33 @@ func TestGoldenTrace(t *testing.T) {
 	wantClientChild(t, spans, reserve, "postgresql")
 	wantClientChild(t, spans, complete, "postgresql")
 	wantClientChild(t, spans, consume, "redis") // the stock cache invalidation
+
+	// Metrics: request durations, the Go runtime, and the SDK's own counts of
+	// spans started and processed (dropped ones carry error.type).
+	wantMetrics := []string{"http.server.request.duration", "http.client.request.duration", "go.memory.used",
+		"go.goroutine.count", "otel.sdk.span.started", "otel.sdk.processor.span.processed", "otel.sdk.processor.span.queue.size"}
+	waitFor(t, patience, fmt.Sprintf("metrics %v", wantMetrics), func() bool {
+		got := s.otlp.MetricNames()
+		for _, m := range wantMetrics {
+			if !got[m] {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, patience, "OTLP log records of the order from orders and fulfillment", func() bool {
+		seen := map[string]bool{}
+		for _, l := range s.otlp.Logs() {
+			if l.TraceID == traceID && l.SpanID != "" {
+				seen[l.Service] = true
+			}
+		}
+		return seen["orders"] && seen["fulfillment"]
+	})
+
+	// What follows is about everything the services made: stopped, they have
+	// flushed it all (spans, log records, their stdout).
+	s.stop(t)
 
 	// Every span of the order is in this one trace.
 	for _, sp := range s.otlp.Spans() {
@@ -288,28 +354,6 @@ func TestGoldenTrace(t *testing.T) {
 			t.Errorf("%s wrote no log line about order %s", p.name, order.OrderID)
 		}
 	}
-	// Metrics: request durations, the Go runtime, and the SDK's own counts of
-	// spans started and processed (dropped ones carry error.type).
-	wantMetrics := []string{"http.server.request.duration", "http.client.request.duration", "go.memory.used",
-		"go.goroutine.count", "otel.sdk.span.started", "otel.sdk.processor.span.processed", "otel.sdk.processor.span.queue.size"}
-	waitFor(t, 10*time.Second, fmt.Sprintf("metrics %v", wantMetrics), func() bool {
-		got := s.otlp.MetricNames()
-		for _, m := range wantMetrics {
-			if !got[m] {
-				return false
-			}
-		}
-		return true
-	})
-	waitFor(t, 5*time.Second, "OTLP log records of the order from orders and fulfillment", func() bool {
-		seen := map[string]bool{}
-		for _, l := range s.otlp.Logs() {
-			if l.TraceID == traceID && l.SpanID != "" {
-				seen[l.Service] = true
-			}
-		}
-		return seen["orders"] && seen["fulfillment"]
-	})
 }
 
 // allValues lists every attribute and event attribute value of s.

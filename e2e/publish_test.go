@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
 )
@@ -41,13 +40,17 @@ func TestConcurrentOrders(t *testing.T) {
 	if len(orders) != n {
 		t.Fatalf("%d distinct orders placed, want %d", len(orders), n)
 	}
-	waitFor(t, 20*time.Second, "every order fulfilled", func() bool {
-		return s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'fulfilled'") == n
+	waitUntil(t, patience, "every order fulfilled", func() (bool, error) {
+		fulfilled, err := s.env.tryQueryInt("SELECT count(*) FROM orders WHERE status = 'fulfilled'")
+		if err == nil && fulfilled != n {
+			err = fmt.Errorf("%d of %d orders fulfilled", fulfilled, n)
+		}
+		return err == nil, err
 	})
 	if got := s.env.queryInt(t, "SELECT 1000000 - stock FROM products WHERE sku = 'DRIPPER-V60'"); got != n {
 		t.Errorf("stock taken = %d, want %d (once per order)", got, n)
 	}
-	waitFor(t, 10*time.Second, "a CONSUMER span in every order's trace", func() bool {
+	waitFor(t, patience, "a CONSUMER span in every order's trace", func() bool {
 		for _, traceID := range orders {
 			found := false
 			for _, sp := range s.otlp.Trace(traceID) {
@@ -99,7 +102,7 @@ func TestRelayRecoversFromUnroutableMessages(t *testing.T) {
 		t.Fatalf("order status = %q, want fulfilled once the relay has recovered", got)
 	}
 	var failed, delivered bool
-	waitFor(t, 5*time.Second, "the failed and the successful send spans", func() bool {
+	waitFor(t, patience, "the failed and the successful send spans", func() bool {
 		failed, delivered = false, false
 		for _, sp := range s.otlp.Spans() {
 			if sp.Name != "send orders" {
