@@ -56,7 +56,7 @@ func benchOrder(i int) string {
 // highest rate it kept up with. The rate rises by a quarter at a time to find
 // the neighbourhood, then by 5% from the last rate that held, so the result
 // is within 5% of the limit without stepping 5% at a time from the start.
-func saturation(s *stack) int {
+func saturation(t *testing.T, s *stack) int {
 	holds := func(rate int) bool {
 		shots := drive(s, rate, benchStep, benchOrder)
 		return okShare(shots) >= 0.99 && quantile(shots, 0.99) <= time.Second
@@ -65,11 +65,24 @@ func saturation(s *stack) int {
 	for rate := 40; rate <= 2000 && holds(rate); rate = rate * 5 / 4 {
 		best = rate
 	}
-	time.Sleep(5 * time.Second) // let the backlog of the rate that failed drain
+	drain(t, s) // the backlog of the rate that failed
 	for rate := best * 21 / 20; best > 0 && rate < best*5/4 && holds(rate); rate = rate * 21 / 20 {
 		best = rate
 	}
 	return best
+}
+
+// drain waits until no order is pending: the backlog of a load is
+// fulfilled, and the next measure starts from an idle suite.
+func drain(t *testing.T, s *stack) {
+	t.Helper()
+	waitUntil(t, 2*patience, "every order fulfilled", func() (bool, error) {
+		pending, err := s.env.tryQueryInt("SELECT count(*) FROM orders WHERE status = 'pending'")
+		if err == nil && pending > 0 {
+			err = fmt.Errorf("%d orders pending", pending)
+		}
+		return err == nil, err
+	})
 }
 
 // sdkSpans sums the SDK's own span counters the services exported.
@@ -127,11 +140,11 @@ func latencies(shots []shot) map[string]string {
 }
 
 func TestBench(t *testing.T) {
-	on := func(t *testing.T) *stack {
+	on := func(t *testing.T) (*stack, *collector) {
 		col := startCollector(t, nil)
 		s := startStack(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP, "LOG_LEVEL": "info"})
 		s.otlp = col.backends // what reached the backend, through the collector
-		return s
+		return s, col
 	}
 	// Tracing on, exporting straight to the in-test backend: the SDKs' cost
 	// without the collector's CPU on the same two cores.
@@ -157,27 +170,34 @@ func TestBench(t *testing.T) {
 
 	for rep := range benchReps {
 		t.Run(fmt.Sprintf("saturation-%d", rep+1), func(t *testing.T) {
-			t.Run("on", func(t *testing.T) { res.SaturationOn = append(res.SaturationOn, saturation(on(t))) })
-			t.Run("direct", func(t *testing.T) { res.SaturationDirect = append(res.SaturationDirect, saturation(direct(t))) })
-			t.Run("off", func(t *testing.T) { res.SaturationOff = append(res.SaturationOff, saturation(off(t))) })
+			t.Run("on", func(t *testing.T) {
+				s, _ := on(t)
+				res.SaturationOn = append(res.SaturationOn, saturation(t, s))
+			})
+			t.Run("direct", func(t *testing.T) { res.SaturationDirect = append(res.SaturationDirect, saturation(t, direct(t))) })
+			t.Run("off", func(t *testing.T) { res.SaturationOff = append(res.SaturationOff, saturation(t, off(t))) })
 		})
 	}
 	res.Ratio = median(res.SaturationOn) / median(res.SaturationOff)
 	res.SustainedRate = int(median(res.SaturationOn)) / 2
 
 	t.Run("sustained-on", func(t *testing.T) {
-		s := on(t)
+		s, col := on(t)
 		shots := drive(s, res.SustainedRate, benchSustained, benchOrder)
 		res.LatencyOn = latencies(shots)
 		for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
 			u := processUsage(p)
 			res.Usage[p.name] = usageMB{CPUSeconds: u.CPU.Seconds(), PeakRSSMiB: float64(u.PeakKB) / 1024}
 		}
-		// Drain: every order fulfilled, then the SDKs' last exports.
-		waitFor(t, 60*time.Second, "every order fulfilled", func() bool {
-			return s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'pending'") == 0
-		})
-		time.Sleep(7 * time.Second) // batch delay 5 s, metric interval below
+		// Drain: every order fulfilled; then the services stop, handing the
+		// collector their last spans and metrics; the marker, sent after
+		// them, arrives once the sampler has decided every trace before it;
+		// and the collector stops, exporting all it holds.
+		drain(t, s)
+		s.stop(t)
+		sendMarker(t, col.OTLPHTTP, markerTrace)
+		waitFor(t, patience, "the marker trace at the backend", func() bool { return len(s.otlp.Trace(markerTrace)) > 0 })
+		col.stop(t)
 		// What reached the backend, by trace: one pass over half a million spans.
 		seen := map[string]map[string]bool{}
 		for _, sp := range s.otlp.Spans() {

@@ -69,6 +69,9 @@ type collector struct {
 	OTLPHTTP string // URL of its OTLP/HTTP receiver
 	Metrics  string // URL of its own Prometheus metrics
 	backends *receiver
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it has exited
 }
 
 func startCollector(t *testing.T, vars map[string]string) *collector {
@@ -96,34 +99,97 @@ func startCollector(t *testing.T, vars map[string]string) *collector {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var logs bytes.Buffer
+	var logs bytes.Buffer // read only once it has exited
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	c := &collector{
+		OTLPHTTP: "http://" + httpAddr, Metrics: "http://" + metricsAddr + "/metrics", backends: backends,
+		cmd: cmd, done: make(chan struct{}),
+	}
+	go func() { _ = cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("collector ignored SIGTERM")
-		}
+		c.stop(t)
 		if t.Failed() {
 			t.Logf("collector output:\n%s", logs.String())
 		}
 	})
-	waitFor(t, 30*time.Second, "the collector's health check", func() bool {
-		resp, err := http.Get("http://" + healthAddr + "/")
-		if err != nil {
-			return false
+	// Started means its health check answers 200: its pipelines are running.
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := healthy("http://" + healthAddr + "/")
+		if err == nil {
+			return c
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return &collector{OTLPHTTP: "http://" + httpAddr, Metrics: "http://" + metricsAddr + "/metrics", backends: backends}
+		select {
+		case <-c.done:
+			t.Fatalf("the collector exited before its health check answered: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the collector's health check did not answer 200 within %s: %v", startTimeout, err)
+		}
+	}
+}
+
+// healthy asks a health check once: nil means 200.
+func healthy(url string) error {
+	resp, err := testClient.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// stop stops the collector with SIGTERM and waits until it has exited: its
+// batches flushed and its exporters' queues drained into the backends.
+func (c *collector) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		t.Error("collector ignored SIGTERM for 20s and was killed")
+	}
+}
+
+// sendMarker sends, straight to the collector, a one-span trace with an
+// error (which the sampler always keeps). Sent after everything else, it
+// reaches the backend once the sampler has decided every trace that came
+// before it: the end of a test that nothing else arrives.
+func sendMarker(t *testing.T, collectorURL, traceID string) {
+	t.Helper()
+	id, _ := hexBytes(traceID)
+	now := uint64(time.Now().UnixNano())
+	msg := &coltrace.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{strAttr("service.name", "marker")}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{
+			TraceId: id, SpanId: []byte{8, 7, 6, 5, 4, 3, 2, 1}, Name: "marker", Kind: tracepb.Span_SPAN_KIND_INTERNAL,
+			StartTimeUnixNano: now - 1e6, EndTimeUnixNano: now,
+			Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR},
+		}}}},
+	}}}
+	b, _ := proto.Marshal(msg)
+	resp, err := testClient.Post(collectorURL+"/v1/traces", "application/x-protobuf", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/traces: %s", resp.Status)
+	}
 }
 
 // TestCollectorPipeline runs the stack's collector configuration with the
@@ -181,7 +247,7 @@ func TestCollectorPipeline(t *testing.T) {
 	sendSecrets(t, col.OTLPHTTP)
 
 	backends := col.backends
-	waitFor(t, 20*time.Second, "the slow, the error and the direct traces at the backend", func() bool {
+	waitFor(t, patience, "the slow, the error and the direct traces at the backend", func() bool {
 		return len(backends.Trace(slowTrace)) > 0 && len(backends.Trace(errorTrace)) > 0 && len(backends.Trace(directTrace)) > 0
 	})
 	find(t, backends.Trace(slowTrace), "gateway", server, "POST /api/orders")
@@ -191,15 +257,26 @@ func TestCollectorPipeline(t *testing.T) {
 	}
 
 	// Span metrics count every request, sampled or not.
-	waitFor(t, 20*time.Second, fmt.Sprintf("span metrics counting %d POST /api/orders", fast+1), func() bool {
+	waitFor(t, patience, fmt.Sprintf("span metrics counting %d POST /api/orders", fast+1), func() bool {
 		return calls(backends, "gateway", "POST /api/orders") == fast+1
 	})
 	if n := calls(backends, "fulfillment", "process fulfillment.order-created"); n < fast+1 {
 		t.Errorf("span metrics count %d CONSUMER spans, want at least %d", n, fast+1)
 	}
 
-	// By now every decision has been taken: the fast, successful traces are gone.
-	time.Sleep(1500 * time.Millisecond)
+	// What follows is about what never reaches the backends. Stopped, the
+	// services have handed every span and log record to the collector; the
+	// marker, sent after them, arrives once the sampler has decided every
+	// trace before it; stopped in turn, the collector has exported all it kept.
+	s.stop(t)
+	slowGateway.Stop(t)
+	slowOrders.Stop(t)
+	sendMarker(t, col.OTLPHTTP, markerTrace)
+	waitFor(t, patience, "the marker trace at the backend", func() bool { return len(backends.Trace(markerTrace)) > 0 })
+	checkDashboards(t, col) // it scrapes the running collector's own metrics
+	col.stop(t)
+
+	// The fast, successful traces are gone.
 	for _, id := range fastTraces {
 		if n := len(backends.Trace(id)); n != 0 {
 			t.Errorf("fast trace %s: %d spans exported, want 0 at a 0%% share", id, n)
@@ -217,21 +294,15 @@ func TestCollectorPipeline(t *testing.T) {
 	if ua := find(t, backends.Trace(slowTrace), "gateway", server, "POST /api/orders").Attrs["user_agent.original"]; !strings.Contains(ua, "****") {
 		t.Errorf("user_agent.original = %q, want the card number masked", ua)
 	}
-	waitFor(t, 10*time.Second, "the direct log record", func() bool {
-		for _, l := range backends.Logs() {
-			if l.Service == "direct-client" {
-				return true
-			}
-		}
-		return false
-	})
+	if !slices.ContainsFunc(backends.Logs(), func(l logRecord) bool { return l.Service == "direct-client" }) {
+		t.Error("the direct log record never reached the backend")
+	}
 	for _, l := range backends.Logs() {
 		if strings.Contains(fmt.Sprint(l), plantedCard) || strings.Contains(fmt.Sprint(l), "hunter2") {
 			t.Errorf("exported log carries a secret: %+v", l)
 		}
 	}
 	t.Logf("span metrics: %d calls of gateway POST /api/orders (%d traces kept of %d orders)", calls(backends, "gateway", "POST /api/orders"), 1, fast+1)
-	checkDashboards(t, col)
 }
 
 // calls returns the latest span-metrics call count of one service's span.
@@ -250,7 +321,10 @@ func calls(r *receiver, service, spanName string) int {
 	return int(total)
 }
 
-const directTrace = "6cf92f3577b34da6a3ce929d0e0e4736"
+const (
+	directTrace = "6cf92f3577b34da6a3ce929d0e0e4736"
+	markerTrace = "7df92f3577b34da6a3ce929d0e0e4736"
+)
 
 // sendSecrets plays a client that puts secrets where they do not belong: an
 // ERROR span (so it is kept) and a log record, both with a password attribute

@@ -97,18 +97,25 @@ func reconcile(t *testing.T, s *stack, name string, results []shot, from, to tim
 	r.p99 = quantile(during, 0.99)
 
 	drainFrom := time.Now()
-	var pending int
-	deadline := time.Now().Add(drainTimeout)
-	for {
-		pending = s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'pending'")
-		dead := s.env.queueDepth(t, orderevents.DeadLetterQueue)
-		if pending <= dead || time.Now().After(deadline) {
-			r.deadLettered = dead
-			break
+	pending, read := 0, false
+	drained := poll(drainTimeout, func() (bool, error) {
+		p, err := s.env.tryQueryInt("SELECT count(*) FROM orders WHERE status = 'pending'")
+		if err != nil {
+			return false, err
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		dead, err := s.env.tryQueueDepth(orderevents.DeadLetterQueue)
+		if err != nil {
+			return false, err
+		}
+		pending, r.deadLettered, read = p, dead, true
+		return pending <= dead, nil
+	})
 	r.drain = time.Since(drainFrom)
+	if !read {
+		t.Fatalf("%s: could not count pending orders and dead letters: %v", name, drained)
+	} else if drained != nil {
+		t.Logf("%s: not drained after %s: %v", name, drainTimeout, drained)
+	}
 	r.committed = s.env.queryInt(t, "SELECT count(*) FROM orders")
 	r.published = s.env.queryInt(t, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
 	r.fulfilled = s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status IN ('fulfilled', 'failed')")
@@ -138,7 +145,7 @@ func reconcile(t *testing.T, s *stack, name string, results []shot, from, to tim
 
 	r.completeTraces = "n/a (no backend)"
 	if traces {
-		time.Sleep(1500 * time.Millisecond) // the last batches of spans
+		s.stop(t) // stopped, the services have exported every span they made
 		complete := 0
 		for id, res := range created {
 			if s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'fulfilled'", id) == 0 {
@@ -364,7 +371,7 @@ func (e *env) exec(t *testing.T, sql string) {
 // returns how many there were.
 func wantFailuresTraced(t *testing.T, s *stack, results []shot) int {
 	t.Helper()
-	time.Sleep(500 * time.Millisecond) // the last spans
+	s.stop(t) // stopped, the services have exported every span they made
 	failed := 0
 	for _, r := range results {
 		if r.status != http.StatusServiceUnavailable {
