@@ -8,8 +8,11 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 type order struct {
@@ -27,20 +30,53 @@ func TestDecodeJSON(t *testing.T) {
 		body        string
 		wantStatus  int // 0: decoded
 		wantField   string
+		wantReason  string // "": any
 	}{
-		{"valid", "application/json", `{"customer_id":"c","items":[{"sku":"A","quantity":1}]}`, 0, ""},
-		{"valid with charset", "application/json; charset=utf-8", `{"customer_id":"c"}`, 0, ""},
-		{"wrong content type", "text/plain", `{}`, 415, "Content-Type"},
-		{"missing content type", "", `{}`, 415, "Content-Type"},
-		{"empty body", "application/json", ``, 400, ""},
-		{"syntax error", "application/json", `{"customer_id":}`, 400, ""},
-		{"cut short", "application/json", `{"customer_id":"c"`, 400, ""},
-		{"unknown field", "application/json", `{"customer_id":"c","password":"x"}`, 400, "password"},
-		{"wrong type", "application/json", `{"customer_id":7}`, 400, "customer_id"},
-		{"nested wrong type", "application/json", `{"items":[{"quantity":"1"}]}`, 400, "items.quantity"},
-		{"two values", "application/json", `{} {}`, 400, ""},
-		{"trailing garbage", "application/json", `{}x`, 400, ""},
-		{"too large", "application/json", `{"customer_id":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, 413, ""},
+		{"valid", "application/json", `{"customer_id":"c","items":[{"sku":"A","quantity":1}]}`, 0, "", ""},
+		{"valid with charset", "application/json; charset=utf-8", `{"customer_id":"c"}`, 0, "", ""},
+		{"valid with space around", "application/json", " \n\t{ \"items\" : [ { \"quantity\" : 2 } ] }\n", 0, "", ""},
+		{"null members", "application/json", `{"customer_id":null,"items":[{"quantity":null}]}`, 0, "", ""},
+		{"wrong content type", "text/plain", `{}`, 415, "Content-Type", "must be application/json"},
+		{"missing content type", "", `{}`, 415, "Content-Type", "must be application/json"},
+		{"empty body", "application/json", ``, 400, BodyField, "is required: a JSON object"},
+		{"syntax error", "application/json", `{"customer_id":}`, 400, BodyField, "is not valid JSON: syntax error at byte 16"},
+		{"cut short", "application/json", `{"customer_id":"c"`, 400, BodyField, "is not valid JSON: it ends too early"},
+		{"two values", "application/json", `{} {}`, 400, BodyField, "must hold a single JSON object, with nothing after it"},
+		{"trailing garbage", "application/json", `{}x`, 400, BodyField, "must hold a single JSON object, with nothing after it"},
+		{"too large", "application/json", `{"customer_id":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, 413, BodyField, "must be at most 65536 bytes (64 KiB)"},
+
+		// The body itself of the wrong type.
+		{"body an array", "application/json", `[{"customer_id":"c"}]`, 400, BodyField, "must be a JSON object"},
+		{"body a string", "application/json", `"c"`, 400, BodyField, "must be a JSON object"},
+		{"body a number", "application/json", ` 7 `, 400, BodyField, "must be a JSON object"},
+		{"body null", "application/json", `null`, 400, BodyField, "must be a JSON object"},
+
+		// A field of the wrong type: its path and what it must be.
+		{"number for a string", "application/json", `{"customer_id":7}`, 400, "customer_id", "must be a string"},
+		{"object for a string", "application/json", `{"customer_id":{"id":"c"}}`, 400, "customer_id", "must be a string"},
+		{"array for a string", "application/json", `{"customer_id":["c"]}`, 400, "customer_id", "must be a string"},
+		{"string for a whole number", "application/json", `{"items":[{"quantity":"1"}]}`, 400, "items[0].quantity", "must be a whole number"},
+		{"bool for a whole number", "application/json", `{"items":[{"quantity":true}]}`, 400, "items[0].quantity", "must be a whole number"},
+		{"fraction", "application/json", `{"items":[{"quantity":1.5}]}`, 400, "items[0].quantity", "must be a whole number"},
+		{"beyond any number", "application/json", `{"items":[{"quantity":1e400}]}`, 400, "items[0].quantity", "must be a whole number"},
+		{"whole but too large", "application/json", `{"items":[{"quantity":99999999999999999999}]}`, 400, "items[0].quantity", "is out of range"},
+		{"whole but too small", "application/json", `{"items":[{"quantity":-99999999999999999999}]}`, 400, "items[0].quantity", "is out of range"},
+		{"the second item", "application/json", `{"items":[{"sku":"A","quantity":1},{"sku":"B","quantity":"2"}]}`, 400, "items[1].quantity", "must be a whole number"},
+		{"the first of two errors", "application/json", `{"items":[{"sku":"A","quantity":1},{"sku":7},{"sku":"B","quantity":"2"}]}`, 400, "items[1].sku", "must be a string"},
+		{"space around the value", "application/json", "{ \"items\" : [ {}, { \"quantity\" : \"1\" } ] }", 400, "items[1].quantity", "must be a whole number"},
+		{"nested objects before", "application/json", `{"items":[{"sku":"A"},{},{"quantity":{"n":1}}]}`, 400, "items[2].quantity", "must be a whole number"},
+		{"key in another case", "application/json", `{"Items":[{"Quantity":"1"}]}`, 400, "items[0].quantity", "must be a whole number"},
+		{"string for an array", "application/json", `{"items":"MUG"}`, 400, "items", "must be an array of JSON objects"},
+		{"object for an array", "application/json", `{"items":{"sku":"A"}}`, 400, "items", "must be an array of JSON objects"},
+		{"string for an item", "application/json", `{"items":["MUG"]}`, 400, "items[0]", "must be a JSON object"},
+		{"array for an item", "application/json", `{"items":[{"sku":"A"},[1]]}`, 400, "items[1]", "must be a JSON object"},
+
+		// A field the API does not have: its path.
+		{"unknown field", "application/json", `{"customer_id":"c","password":"x"}`, 400, "password", "is not a field of this API"},
+		{"unknown field in an item", "application/json", `{"items":[{"sku":"A"},{"sku":"B","price":0}]}`, 400, "items[1].price", "is not a field of this API"},
+		{"unknown field after others", "application/json", `{"customer_id":"c","items":[{"sku":"A","quantity":1}],"coupon":{"code":"x"}}`, 400, "coupon", ""},
+		{"unknown field in another case", "application/json", `{"Items":[{"SKU":"A","x":1}]}`, 400, "items[0].x", ""},
+		{"unknown field with a dot", "application/json", `{"a.b":1}`, 400, `["a.b"]`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,10 +99,86 @@ func TestDecodeJSON(t *testing.T) {
 			if p.Status != tt.wantStatus {
 				t.Errorf("status = %d, want %d (%s)", p.Status, tt.wantStatus, p.Detail)
 			}
-			if tt.wantField != "" && (len(p.Errors) != 1 || p.Errors[0].Field != tt.wantField) {
-				t.Errorf("errors = %+v, want field %q", p.Errors, tt.wantField)
+			if len(p.Errors) != 1 || p.Errors[0].Field != tt.wantField || tt.wantReason != "" && p.Errors[0].Reason != tt.wantReason {
+				t.Errorf("errors = %+v, want field %q reason %q", p.Errors, tt.wantField, tt.wantReason)
+			}
+			for _, e := range p.Errors {
+				for _, goWords := range []string{"int", "struct", "slice", "float", "map[", "main.", "httpx."} {
+					if strings.Contains(e.Reason, goWords) {
+						t.Errorf("reason %q speaks Go (%q)", e.Reason, goWords)
+					}
+				}
 			}
 		})
+	}
+}
+
+// Paths are found in types other than the order too: embedded structs,
+// maps, pointers, and the reasons for the other kinds of Go value.
+func TestDecodeJSONPaths(t *testing.T) {
+	type Address struct {
+		Lines []string `json:"lines"`
+	}
+	type Meta struct {
+		Note string `json:"note"`
+	}
+	type doc struct {
+		Meta                         // embedded: its fields are doc's
+		Addresses map[string]Address `json:"addresses"`
+		Primary   *Address           `json:"primary"`
+		Weight    float64            `json:"weight"`
+		Gift      bool               `json:"gift"`
+		Count     uint               `json:"count"`
+		Tags      []int              `json:"tags"`
+		Skip      string             `json:"-"`
+	}
+	tests := []struct {
+		body       string
+		wantField  string
+		wantReason string
+	}{
+		{`{"note":"n","addresses":{"home":{"lines":["a",7]}}}`, "addresses.home.lines[1]", "must be a string"},
+		{`{"addresses":{"home":{"lines":["a"],"zip":"1"}}}`, "addresses.home.zip", "is not a field of this API"},
+		{`{"addresses":{"my home":{"lines":"a"}}}`, `addresses["my home"].lines`, "must be an array of strings"},
+		{`{"primary":{"lines":[],"city":"x"}}`, "primary.city", "is not a field of this API"},
+		{`{"note":1}`, "note", "must be a string"},
+		{`{"Skip":"x"}`, "Skip", "is not a field of this API"},
+		{`{"weight":"heavy"}`, "weight", "must be a number"},
+		{`{"gift":"yes"}`, "gift", "must be true or false"},
+		{`{"count":-1}`, "count", "must be a whole number, 0 or more"},
+		{`{"tags":[1,"2"]}`, "tags[1]", "must be a whole number"},
+		{`{"tags":"1,2"}`, "tags", "must be an array of whole numbers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.body, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", "application/json")
+			var dst doc
+			p, ok := DecodeJSON(httptest.NewRecorder(), r, &dst).(*Problem)
+			if !ok || len(p.Errors) != 1 || p.Errors[0] != (FieldError{tt.wantField, tt.wantReason}) {
+				t.Errorf("problem %+v, want field %q reason %q", p, tt.wantField, tt.wantReason)
+			}
+		})
+	}
+}
+
+func TestFieldPath(t *testing.T) {
+	tests := []struct {
+		segments []any
+		want     string
+	}{
+		{nil, ""},
+		{[]any{"customer_id"}, "customer_id"},
+		{[]any{"items", 0, "quantity"}, "items[0].quantity"},
+		{[]any{"items", 12}, "items[12]"},
+		{[]any{"a", 0, 1, "b-c_d"}, "a[0][1].b-c_d"},
+		{[]any{"a.b", "c"}, `["a.b"].c`},
+		{[]any{"m", "", "x"}, `m[""].x`},
+	}
+	for _, tt := range tests {
+		if got := FieldPath(tt.segments...); got != tt.want {
+			t.Errorf("FieldPath(%v) = %q, want %q", tt.segments, got, tt.want)
+		}
 	}
 }
 
@@ -112,5 +224,87 @@ func TestRecover(t *testing.T) {
 		ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
 	if w.Code != http.StatusInternalServerError || strings.Contains(w.Body.String(), "boom") {
 		t.Errorf("panic answered %d %s, want a 500 problem without the panic text", w.Code, w.Body)
+	}
+}
+
+// With tracing off (a no-op tracer provider, as OTEL_TRACES_EXPORTER=none
+// installs) and no traceparent from the client, TraceContext still gives the
+// request a trace ID: in the problem's trace_id, the traceresponse header,
+// and the traceparent of a call the request makes.
+func TestTraceContextWithTracingOff(t *testing.T) {
+	tracer := tracenoop.NewTracerProvider().Tracer("t")
+	var forwarded propagation.MapCarrier
+	h := Recover(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As the no-op tracer provider's middleware and client transport do.
+		ctx, span := tracer.Start(r.Context(), "client")
+		forwarded = propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, forwarded)
+		span.End()
+		if r.URL.Path == "/panic" {
+			panic("boom")
+		}
+		WriteProblem(w, r, Invalid(FieldError{Field: "items", Reason: "must hold 1 to 50 items"}))
+	}))
+
+	for _, path := range []string{"/orders", "/panic"} {
+		t.Run(path, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			ctx, span := tracer.Start(t.Context(), "server") // no parent: an invalid span context
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, path, nil).WithContext(ctx))
+			span.End()
+
+			var p Problem
+			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil {
+				t.Fatal(err)
+			}
+			if len(p.TraceID) != 32 || p.TraceID == strings.Repeat("0", 32) {
+				t.Fatalf("trace_id = %q, want a trace ID; body %s", p.TraceID, w.Body)
+			}
+			if tr := w.Header().Get("traceresponse"); !strings.HasPrefix(tr, "00-"+p.TraceID+"-") || !strings.HasSuffix(tr, "-01") {
+				t.Errorf("traceresponse = %q, want the trace %s", tr, p.TraceID)
+			}
+			if tp := forwarded["traceparent"]; !strings.HasPrefix(tp, "00-"+p.TraceID+"-") || !strings.HasSuffix(tp, "-01") {
+				t.Errorf("traceparent passed on = %q, want the trace %s, sampled", tp, p.TraceID)
+			}
+		})
+	}
+
+	t.Run("a new trace per request", func(t *testing.T) {
+		seen := map[string]bool{}
+		for range 20 {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/orders", nil))
+			var p Problem
+			_ = json.Unmarshal(w.Body.Bytes(), &p)
+			if seen[p.TraceID] {
+				t.Fatalf("trace_id %s given twice", p.TraceID)
+			}
+			seen[p.TraceID] = true
+		}
+	})
+}
+
+// A trace context that came in (or that the SDK started) is kept, and health
+// checks get none.
+func TestTraceContextKeepsTheTrace(t *testing.T) {
+	var got trace.SpanContext
+	h := TraceContext(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = trace.SpanContextFromContext(r.Context())
+	}))
+
+	ctx, span := sdktrace.NewTracerProvider().Tracer("t").Start(t.Context(), "server")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/orders/1", nil).WithContext(ctx))
+	span.End()
+	if !got.Equal(span.SpanContext()) || w.Header().Get("traceresponse") != "" {
+		t.Errorf("span context %v, traceresponse %q; want the request's own %v and no header of TraceContext's", got, w.Header().Get("traceresponse"), span.SpanContext())
+	}
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if got.IsValid() || w.Header().Get("traceresponse") != "" {
+			t.Errorf("%s got a trace context %v", path, got)
+		}
 	}
 }

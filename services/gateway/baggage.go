@@ -41,7 +41,7 @@ func trustedBaggage(next http.Handler) http.Handler {
 		tenant := r.Header.Get("X-Tenant-ID")
 		if tenant != "" && !tenantPattern.MatchString(tenant) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
-				httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 letters, digits, '.', '_' or '-'"}))
+				httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_' or '-', the first a letter or digit"}))
 			return
 		}
 		b := filterBaggage(baggage.FromContext(r.Context()), tenant)

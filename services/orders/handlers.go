@@ -88,7 +88,7 @@ func (s *server) claimKey(w http.ResponseWriter, r *http.Request, req PlaceOrder
 	}
 	if !validKey(key) {
 		s.fail(w, r, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the idempotency key is malformed",
-			httpx.FieldError{Field: "Idempotency-Key", Reason: "must be 1 to 255 printable ASCII characters"}))
+			httpx.FieldError{Field: "Idempotency-Key", Reason: "must be 1 to 255 visible ASCII characters (no spaces)"}))
 		return nil, true
 	}
 	idem = &IdempotencyKey{CustomerID: req.CustomerID, Key: key, Hash: requestHash(req)}
@@ -190,10 +190,10 @@ func problemFor(err error) *httpx.Problem {
 	}
 	switch {
 	case errors.Is(err, ErrUnknownSKU):
-		return httpx.Invalid(httpx.FieldError{Field: field, Reason: "no product has this sku"})
+		return httpx.Invalid(httpx.FieldError{Field: field, Reason: "is not in the catalogue"})
 	case errors.Is(err, ErrOutOfStock):
 		return httpx.NewProblem(http.StatusConflict, "Out of stock", "there is not enough stock for this order",
-			httpx.FieldError{Field: field, Reason: "more than is in stock"})
+			httpx.FieldError{Field: field, Reason: "is more than is in stock"})
 	case errors.Is(err, ErrPaymentDeclined):
 		return httpx.NewProblem(http.StatusPaymentRequired, "Payment declined", "the payment provider declined the charge")
 	case errors.Is(err, ErrPaymentUnavailable):

@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 )
 
 func TestProblemFor(t *testing.T) {
@@ -44,32 +49,132 @@ func TestProblemFor(t *testing.T) {
 
 func TestPlaceOrderRequestValidate(t *testing.T) {
 	item := func(sku string, q int) RequestItem { return RequestItem{SKU: sku, Quantity: q} }
+	items := func(n int) []RequestItem {
+		out := make([]RequestItem, n)
+		for i := range out {
+			out[i] = item(fmt.Sprintf("SKU-%d", i), 1)
+		}
+		return out
+	}
+	id64 := "c" + strings.Repeat("x", 63)
 	tests := []struct {
-		name       string
-		req        PlaceOrderRequest
-		wantFields []string
+		name string
+		req  PlaceOrderRequest
+		want []httpx.FieldError
 	}{
 		{"valid", PlaceOrderRequest{CustomerID: "c", Items: []RequestItem{item("A", 1), item("B", 10000)}}, nil},
-		{"no customer", PlaceOrderRequest{Items: []RequestItem{item("A", 1)}}, []string{"customer_id"}},
-		{"no items", PlaceOrderRequest{CustomerID: "c"}, []string{"items"}},
-		{"zero and too many", PlaceOrderRequest{CustomerID: "c", Items: []RequestItem{item("A", 0), item("B", 10001)}},
-			[]string{"items[0].quantity", "items[1].quantity"}},
-		{"empty and repeated sku", PlaceOrderRequest{CustomerID: "c", Items: []RequestItem{item("", 1), item("A", 1), item("A", 2)}},
-			[]string{"items[0].sku", "items[2].sku"}},
+		{"every allowed character", PlaceOrderRequest{CustomerID: "0aZ._:@-", Items: []RequestItem{item("a-B_0.x:y@z", 1)}}, nil},
+		{"longest ids, most items", PlaceOrderRequest{CustomerID: id64, Items: append(items(49), item(id64, 1))}, nil},
+		{"no customer", PlaceOrderRequest{Items: []RequestItem{item("A", 1)}},
+			[]httpx.FieldError{{Field: "customer_id", Reason: "is required"}}},
+		{"customer id too long", PlaceOrderRequest{CustomerID: id64 + "x", Items: []RequestItem{item("A", 1)}},
+			[]httpx.FieldError{{Field: "customer_id", Reason: reasonID}}},
+		{"customer id not starting with a letter or digit", PlaceOrderRequest{CustomerID: "-c", Items: []RequestItem{item("A", 1)}},
+			[]httpx.FieldError{{Field: "customer_id", Reason: reasonID}}},
+		{"customer id with markup", PlaceOrderRequest{CustomerID: "<script>", Items: []RequestItem{item("A", 1)}},
+			[]httpx.FieldError{{Field: "customer_id", Reason: reasonID}}},
+		{"customer id not ASCII", PlaceOrderRequest{CustomerID: "kund-ä", Items: []RequestItem{item("A", 1)}},
+			[]httpx.FieldError{{Field: "customer_id", Reason: reasonID}}},
+		{"no items", PlaceOrderRequest{CustomerID: "c"}, []httpx.FieldError{{Field: "items", Reason: "must hold 1 to 50 items"}}},
+		{"51 items", PlaceOrderRequest{CustomerID: "c", Items: items(51)}, []httpx.FieldError{{Field: "items", Reason: "must hold 1 to 50 items"}}},
+		{"zero and too many", PlaceOrderRequest{CustomerID: "c", Items: []RequestItem{item("A", 0), item("B", 10001), item("C", -1)}},
+			[]httpx.FieldError{
+				{Field: "items[0].quantity", Reason: "must be a whole number from 1 to 10000"},
+				{Field: "items[1].quantity", Reason: "must be a whole number from 1 to 10000"},
+				{Field: "items[2].quantity", Reason: "must be a whole number from 1 to 10000"},
+			}},
+		{"empty, malformed and repeated sku", PlaceOrderRequest{CustomerID: "c", Items: []RequestItem{item("", 1), item("A", 1), item("A", 2), item("x y", 1)}},
+			[]httpx.FieldError{
+				{Field: "items[0].sku", Reason: "is required"},
+				{Field: "items[2].sku", Reason: "appears more than once; order each sku once, with the total quantity"},
+				{Field: "items[3].sku", Reason: reasonID},
+			}},
+		{"sku too long", PlaceOrderRequest{CustomerID: "c", Items: []RequestItem{item(id64+"x", 1)}},
+			[]httpx.FieldError{{Field: "items[0].sku", Reason: reasonID}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.req.Validate()
-			var got []string
+			var got []httpx.FieldError
 			if p, ok := err.(*httpx.Problem); ok {
-				for _, f := range p.Errors {
-					got = append(got, f.Field)
+				got = p.Errors
+				if p.Status != http.StatusUnprocessableEntity {
+					t.Errorf("status %d, want 422", p.Status)
 				}
 			} else if err != nil {
 				t.Fatalf("Validate() = %v, want a *httpx.Problem", err)
 			}
-			if fmt.Sprint(got) != fmt.Sprint(tt.wantFields) {
-				t.Errorf("fields = %v, want %v", got, tt.wantFields)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("errors = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// The orders service answers the problems of its own API (it is reached
+// through the gateway, which forwards them) in the gateway's words and field
+// paths, and with a trace_id even with tracing off.
+func TestPlaceOrderProblems(t *testing.T) {
+	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
+		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
+	}
+	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "orders", LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	s := &server{tel: tel} // every refusal below comes before the service is needed
+	h := tel.HTTPMiddleware()(httpx.Recover(s.placeOrder()))
+
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tests := []struct {
+		name        string
+		body        string
+		header      map[string]string
+		wantStatus  int
+		wantErrors  []httpx.FieldError
+		wantTraceID string // "": any trace ID
+	}{
+		{"wrong type in an item", `{"customer_id":"c","items":[{"sku":"A","quantity":1},{"sku":"B","quantity":"2"}]}`, nil,
+			400, []httpx.FieldError{{Field: "items[1].quantity", Reason: "must be a whole number"}}, ""},
+		{"items not an array", `{"customer_id":"c","items":{"sku":"A"}}`, nil,
+			400, []httpx.FieldError{{Field: "items", Reason: "must be an array of JSON objects"}}, ""},
+		{"body not an object", `[{"customer_id":"c"}]`, nil,
+			400, []httpx.FieldError{{Field: httpx.BodyField, Reason: "must be a JSON object"}}, ""},
+		{"unknown field in an item", `{"customer_id":"c","items":[{"sku":"A","quantity":1,"price_cents":1}]}`, nil,
+			400, []httpx.FieldError{{Field: "items[0].price_cents", Reason: "is not a field of this API"}}, ""},
+		{"invalid values", `{"customer_id":"","items":[{"sku":"A","quantity":0},{"sku":"A","quantity":1}]}`, nil,
+			422, []httpx.FieldError{
+				{Field: "customer_id", Reason: "is required"},
+				{Field: "items[0].quantity", Reason: "must be a whole number from 1 to 10000"},
+				{Field: "items[1].sku", Reason: "appears more than once; order each sku once, with the total quantity"},
+			}, ""},
+		{"malformed idempotency key", `{"customer_id":"c","items":[{"sku":"A","quantity":1}]}`, map[string]string{"Idempotency-Key": "has spaces"},
+			400, []httpx.FieldError{{Field: "Idempotency-Key", Reason: "must be 1 to 255 visible ASCII characters (no spaces)"}}, ""},
+		{"idempotency key too long", `{"customer_id":"c","items":[{"sku":"A","quantity":1}]}`, map[string]string{"Idempotency-Key": strings.Repeat("k", 256)},
+			400, []httpx.FieldError{{Field: "Idempotency-Key", Reason: "must be 1 to 255 visible ASCII characters (no spaces)"}}, ""},
+		{"a trace from the caller", `{"customer_id":"c"}`, map[string]string{"traceparent": traceparent},
+			422, []httpx.FieldError{{Field: "items", Reason: "must hold 1 to 50 items"}}, "4bf92f3577b34da6a3ce929d0e0e4736"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", "application/json")
+			for k, v := range tt.header {
+				r.Header.Set(k, v)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+
+			var p httpx.Problem
+			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || w.Code != tt.wantStatus {
+				t.Fatalf("answer %d %s, want %d (%v)", w.Code, w.Body, tt.wantStatus, err)
+			}
+			if fmt.Sprint(p.Errors) != fmt.Sprint(tt.wantErrors) {
+				t.Errorf("errors = %v, want %v", p.Errors, tt.wantErrors)
+			}
+			if len(p.TraceID) != 32 || p.TraceID == strings.Repeat("0", 32) || tt.wantTraceID != "" && p.TraceID != tt.wantTraceID {
+				t.Errorf("trace_id = %q, want a trace ID (%q)", p.TraceID, tt.wantTraceID)
 			}
 		})
 	}

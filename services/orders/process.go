@@ -35,7 +35,7 @@ var (
 
 // itemError says which line of the order was refused.
 type itemError struct {
-	Field string // "items[2].sku"
+	Field string // httpx.FieldPath("items", 2, "sku"): "items[2].sku"
 	Err   error
 }
 
@@ -66,32 +66,58 @@ type RequestItem struct {
 // free text, so nothing stored or logged can carry markup or a payload.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$`)
 
+// The limits of an order, as the README's API section states them.
+const (
+	maxItems    = 50
+	maxQuantity = 10_000
+)
+
+// Why a value is refused, in the words of the API's problems.
+const (
+	reasonRequired  = "is required"
+	reasonID        = "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_', ':', '@' or '-', the first a letter or digit"
+	reasonItems     = "must hold 1 to 50 items"
+	reasonDuplicate = "appears more than once; order each sku once, with the total quantity"
+	reasonQuantity  = "must be a whole number from 1 to 10000"
+)
+
 // Validate checks the values, naming every field that is wrong.
 func (r PlaceOrderRequest) Validate() error {
 	var fields []httpx.FieldError
-	if !idPattern.MatchString(r.CustomerID) {
-		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: "must be 1 to 64 letters, digits, '.', '_', ':', '@' or '-'"})
+	if reason := checkID(r.CustomerID); reason != "" {
+		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: reason})
 	}
-	if len(r.Items) == 0 || len(r.Items) > 50 {
-		fields = append(fields, httpx.FieldError{Field: "items", Reason: "must hold 1 to 50 items"})
+	if len(r.Items) == 0 || len(r.Items) > maxItems {
+		fields = append(fields, httpx.FieldError{Field: "items", Reason: reasonItems})
 	}
 	seen := map[string]bool{}
 	for i, it := range r.Items {
-		switch {
-		case !idPattern.MatchString(it.SKU):
-			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "must be 1 to 64 letters, digits, '.', '_', ':', '@' or '-'"})
-		case seen[it.SKU]:
-			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].sku", i), Reason: "appears twice; order it once with the total quantity"})
+		if reason := checkID(it.SKU); reason != "" {
+			fields = append(fields, httpx.FieldError{Field: httpx.FieldPath("items", i, "sku"), Reason: reason})
+		} else if seen[it.SKU] {
+			fields = append(fields, httpx.FieldError{Field: httpx.FieldPath("items", i, "sku"), Reason: reasonDuplicate})
 		}
 		seen[it.SKU] = true
-		if it.Quantity < 1 || it.Quantity > 10_000 {
-			fields = append(fields, httpx.FieldError{Field: fmt.Sprintf("items[%d].quantity", i), Reason: "must be between 1 and 10000"})
+		if it.Quantity < 1 || it.Quantity > maxQuantity {
+			fields = append(fields, httpx.FieldError{Field: httpx.FieldPath("items", i, "quantity"), Reason: reasonQuantity})
 		}
 	}
 	if len(fields) > 0 {
 		return httpx.Invalid(fields...)
 	}
 	return nil
+}
+
+// checkID says why id is not a valid customer ID or SKU, "" when it is.
+func checkID(id string) string {
+	switch {
+	case id == "":
+		return reasonRequired
+	case !idPattern.MatchString(id):
+		return reasonID
+	default:
+		return ""
+	}
 }
 
 // Service places orders: it checks stock, prices the order, charges the
@@ -249,9 +275,9 @@ func (s *Service) validateInventory(ctx context.Context, items []RequestItem, sk
 		available, known := stock[it.SKU]
 		switch {
 		case !known:
-			return &itemError{Field: fmt.Sprintf("items[%d].sku", i), Err: ErrUnknownSKU}
+			return &itemError{Field: httpx.FieldPath("items", i, "sku"), Err: ErrUnknownSKU}
 		case int64(it.Quantity) > available:
-			return &itemError{Field: fmt.Sprintf("items[%d].quantity", i), Err: ErrOutOfStock}
+			return &itemError{Field: httpx.FieldPath("items", i, "quantity"), Err: ErrOutOfStock}
 		}
 	}
 	return nil
@@ -281,7 +307,7 @@ func (s *Service) calculatePricing(ctx context.Context, items []RequestItem, sku
 	for i, it := range items {
 		price, known := prices[it.SKU]
 		if !known {
-			return nil, 0, &itemError{Field: fmt.Sprintf("items[%d].sku", i), Err: ErrUnknownSKU}
+			return nil, 0, &itemError{Field: httpx.FieldPath("items", i, "sku"), Err: ErrUnknownSKU}
 		}
 		lines[i] = OrderItem{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: price}
 		total += price * int64(it.Quantity)
