@@ -2,9 +2,9 @@ package telemetry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
-	"context"
 	"log/slog"
 	"testing"
 	"time"
