@@ -197,7 +197,13 @@ func sendMarker(t *testing.T, collectorURL, traceID string) {
 // standing in for Tempo, Loki and Prometheus.
 func TestCollectorPipeline(t *testing.T) {
 	t.Parallel()
-	col := startCollector(t, map[string]string{"TRACE_SAMPLING_PERCENTAGE": "0", "TRACE_SLOW_THRESHOLD_MS": "300"})
+	// A trace's latency runs to its last span, fulfillment's, after the relay
+	// and the broker: on a busy machine a fast order's trace can take several
+	// hundred milliseconds. The threshold is far above that, the slow orders
+	// far above the threshold, and the sampler waits until they are done.
+	col := startCollector(t, map[string]string{
+		"TRACE_SAMPLING_PERCENTAGE": "0", "TRACE_SLOW_THRESHOLD_MS": "3000", "TRACE_DECISION_WAIT": "6s",
+	})
 	s := startStack(t, map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP,
 		"PAYMENT_LATENCY":             "1ms",
@@ -207,7 +213,8 @@ func TestCollectorPipeline(t *testing.T) {
 	// take longer than the slow-trace threshold.
 	slowVars := map[string]string{
 		"DATABASE_URL": s.env.DatabaseURL, "REDIS_URL": redisURL, "AMQP_URL": s.env.AMQPURL,
-		"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP, "OTEL_BSP_SCHEDULE_DELAY": "100", "PAYMENT_LATENCY": "400ms",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP, "OTEL_BSP_SCHEDULE_DELAY": "100",
+		"PAYMENT_LATENCY": "3500ms", "PAYMENT_TIMEOUT": "10s",
 	}
 	slowOrders := start(t, "orders", slowVars)
 	slowVars["ORDERS_URL"] = slowOrders.URL()
