@@ -121,7 +121,9 @@ func TestScenarioPaymentFailures(t *testing.T) {
 		return failed, all
 	}
 	switchTo(scenario.PaymentFailures, true)
-	if failed, all := share(); failed < 3 || failed > 20 {
+	// About 9 of 30; the bounds are wide enough that chance crosses them in
+	// fewer than 1 run in 30,000 (fewer than 3 happened in 1 run in 475).
+	if failed, all := share(); failed < 1 || failed > 20 {
 		t.Errorf("scenario on (30%%): %d of %d charges ERROR, want about 9", failed, all)
 	}
 	switchTo(scenario.PaymentFailures, false)
@@ -319,16 +321,19 @@ func TestScenarioSlowFulfillment(t *testing.T) {
 		return maxDepth, time.Duration(consume.Start - publish.End)
 	}
 	switchTo(scenario.SlowFulfillment, true)
-	if depth, lag := burst(); lag < time.Second {
-		t.Errorf("scenario on: the last of 48 orders reached fulfillment %v after it was published (queue depth up to %d); want over 1 s", lag, depth)
+	depth, slowLag := burst()
+	if slowLag < time.Second {
+		t.Errorf("scenario on: the last of 48 orders reached fulfillment %v after it was published (queue depth up to %d); want over 1 s", slowLag, depth)
 	}
 	waitUntil(t, patience, "the queue to drain", func() (bool, error) {
 		depth, err := s.env.tryQueueDepth(orderevents.Queue)
 		return depth == 0, err
 	})
 	switchTo(scenario.SlowFulfillment, false)
-	if _, lag := burst(); lag > 500*time.Millisecond {
-		t.Errorf("scenario off: the last order reached fulfillment %v after it was published; want well under a second", lag)
+	// Off, the queue does not build up: the lag is the hop through the relay
+	// and the broker, which a busy machine stretches, but not to seconds.
+	if _, lag := burst(); lag > slowLag/3 {
+		t.Errorf("scenario off: the last order reached fulfillment %v after it was published (%v with the scenario on); want a fraction of that", lag, slowLag)
 	}
 }
 
