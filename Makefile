@@ -4,6 +4,7 @@ SHELL       := bash
 MODULES     := github.com/ordertrace/ordertrace/...
 SERVICES    := gateway orders fulfillment
 GO_MODULES  := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
+GO_DIRS     := pkg services e2e deploy exercises
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -shuffle=on -count=1 -timeout 12m
@@ -17,15 +18,28 @@ COMPOSE_ENV := COMPOSE_PROFILES=$(PROFILE) COLLECTOR_OVERLAY=$(if $(PROFILE),$(P
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ordertrace?sslmode=disable
 REDIS_URL    ?= redis://127.0.0.1:6379/0
 AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/
+# The workshop's live scenarios file, untracked (deploy/scenarios/defaults.json
+# is the tracked default), watched by make run, make demo and make up.
+SCENARIOS_FILE ?= $(CURDIR)/deploy/scenarios/scenarios.json
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "; n = 0} /^[a-z0-9-]+:.*## / {name[n] = $$1; text[n++] = $$2; if (length($$1) > w) w = length($$1)} \
+		END {for (i = 0; i < n; i++) printf "  make %-*s  %s\n", w, name[i], text[i]}' $(MAKEFILE_LIST)
 
-.PHONY: up
-up: ## build and start the whole stack in Docker, wait until every container is healthy, print the URLs
+# Docker needs both a running engine and the compose plugin; without them,
+# `make up` says so in one line and runs the native demo instead.
+HAVE_COMPOSE = docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1
+
+.PHONY: up up-compose
+up: ## the whole stack in Docker, waits until every container is healthy, prints the URLs; without Docker: make demo
+	@if { $(HAVE_COMPOSE); }; then exec $(MAKE) --no-print-directory up-compose; fi; \
+	echo "make up: no working Docker engine with the compose plugin here; running the native demo instead (make demo)"; \
+	exec $(MAKE) --no-print-directory demo
+
+up-compose:
 	$(COMPOSE_ENV) VERSION=$(VERSION) $(COMPOSE) up -d --build --wait
 	@echo
 	@echo "  Grafana      http://localhost:3000   (dashboards; Explore for traces, logs, metrics)"
@@ -33,6 +47,10 @@ up: ## build and start the whole stack in Docker, wait until every container is 
 	@echo "  RabbitMQ     http://localhost:15672  (guest / guest)"
 	@echo "  Prometheus   http://localhost:9090"
 	@if [ "$(PROFILE)" = jaeger ]; then echo "  Jaeger       http://localhost:16686"; fi
+
+.PHONY: demo
+demo: build test-services ## the native demo, no Docker: the services, the collector and Jaeger v2's trace UI on :16686 (Ctrl-C stops it)
+	@DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' AMQP_URL='$(AMQP_URL)' SCENARIOS_FILE='$(SCENARIOS_FILE)' bash scripts/run-local.sh demo
 
 .PHONY: down
 down: ## stop the stack, keeping its data
@@ -74,6 +92,11 @@ test: test-services ## run every test (unit and end-to-end) against local Postgr
 	go test $(GOTEST_FLAGS) -tags solution ./exercises/...
 	@if go test -count=1 -tags exercise ./exercises/... >/dev/null 2>&1; then echo "an unsolved exercise in exercises/ passes its tests"; exit 1; fi
 
+.PHONY: test-demo
+test-demo: build test-services ## the native demo as a user meets it: make up (no Docker), make demo and make run in a terminal, the trace in headless Chromium, scenarios, Ctrl-C (uses the demo's ports: run it alone)
+	@mkdir -p bin
+	go test -tags demo -run 'TestDemo|TestScenarioFileUntracked' -count=1 -v -timeout 25m ./e2e 2>&1 | tee bin/demo-test.log | grep -E '^(---|===|ok|FAIL|PASS)|demo_test.go'; exit $${PIPESTATUS[0]}
+
 .PHONY: exercise
 exercise: ## the workshop's exercises (docs/workshop): run their tests against your code
 	go test -count=1 -v -tags exercise ./exercises/manualspan/...
@@ -104,20 +127,22 @@ test-services: ## make sure PostgreSQL, Redis and RabbitMQ answer on localhost (
 
 .PHONY: lint
 lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
-	@unformatted=$$(gofmt -l pkg services e2e deploy exercises); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	@unformatted=$$(gofmt -l $(GO_DIRS)); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	@for d in $(GO_MODULES); do (cd $$d && GOWORK=off go mod tidy -diff) || { echo "go.mod of $$d is not tidy: run 'go mod tidy' there"; exit 1; }; done
 	go vet $(MODULES)
 	go vet -tags faults ./e2e
 	go vet -tags bench ./e2e
+	go vet -tags demo ./e2e
 	go vet -tags solution ./exercises/...
 	bin/staticcheck $(MODULES)
 	bin/staticcheck -tags faults ./e2e
 	bin/staticcheck -tags bench ./e2e
+	bin/staticcheck -tags demo ./e2e
 	bin/staticcheck -tags solution ./exercises/...
 
 .PHONY: fmt
-fmt: ## format the code
-	gofmt -w pkg services e2e deploy
+fmt: ## format the code (every directory make lint checks)
+	gofmt -w $(GO_DIRS)
 
 .PHONY: vuln
 vuln: ## check dependencies for known vulnerabilities (needs the Go vulnerability database online)
@@ -130,23 +155,23 @@ bin/staticcheck: tools/go.mod tools/go.sum
 	cd tools && GOWORK=off go build -o ../bin/staticcheck honnef.co/go/tools/cmd/staticcheck
 
 .PHONY: run
-run: build test-services ## run the three services locally (Ctrl-C stops them); OTEL_* variables pass through
-	DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' AMQP_URL='$(AMQP_URL)' bash scripts/run-local.sh
+run: build test-services ## run the three services locally, logs on the terminal (Ctrl-C stops them); OTEL_* variables pass through
+	@DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' AMQP_URL='$(AMQP_URL)' SCENARIOS_FILE='$(SCENARIOS_FILE)' bash scripts/run-local.sh
 
 .PHONY: order
-order: ## place one sample order through the gateway and print the link to its trace in Grafana
+order: ## place one sample order through the gateway and print the link to its trace (Jaeger under make demo, Grafana under make up)
 	@bash scripts/order.sh
 
 .PHONY: scenario scenarios scenario-reset
 scenario: ## switch a workshop scenario at run time: make scenario NAME=payment-failures ON=1 (ON=0 switches it off)
-	@test -n "$(NAME)" || { go run ./pkg/scenario/cmd/scenario list; echo; echo "usage: make scenario NAME=<one of the above> ON=1 (or ON=0)"; exit 2; }
-	@go run ./pkg/scenario/cmd/scenario set $(NAME) $(if $(filter 1 on true,$(ON)),on,off)
+	@test -n "$(NAME)" -a -n "$(ON)" || { go run ./pkg/scenario/cmd/scenario -file '$(SCENARIOS_FILE)' list; echo; echo "usage: make scenario NAME=<one of the above> ON=1 (or ON=0)"; exit 2; }
+	@go run ./pkg/scenario/cmd/scenario -file '$(SCENARIOS_FILE)' set '$(NAME)' '$(ON)'
 
 scenarios: ## list the workshop scenarios and which are on
-	@go run ./pkg/scenario/cmd/scenario list
+	@go run ./pkg/scenario/cmd/scenario -file '$(SCENARIOS_FILE)' list
 
 scenario-reset: ## switch every workshop scenario off
-	@go run ./pkg/scenario/cmd/scenario reset && echo "every scenario is off"
+	@go run ./pkg/scenario/cmd/scenario -file '$(SCENARIOS_FILE)' reset && echo "every scenario is off"
 
 .PHONY: clean
 clean: ## stop the stack and delete its volumes (all its data), and remove bin/

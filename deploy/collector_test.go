@@ -53,10 +53,11 @@ func collector(t *testing.T) string {
 }
 
 // TestCollectorValidates runs the collector's own validate command on the
-// configuration, as the stack runs it and with the jaeger overlay.
+// configuration, as the stack runs it, with the jaeger overlay, and as the
+// native demo runs it.
 func TestCollectorValidates(t *testing.T) {
 	bin := collector(t)
-	for _, overlay := range []string{"none", "jaeger"} {
+	for _, overlay := range []string{"none", "jaeger", "demo"} {
 		t.Run(overlay, func(t *testing.T) {
 			out, err := exec.Command(bin, "validate",
 				"--config=otel-collector/config.yaml", "--config=otel-collector/"+overlay+".yaml").CombinedOutput()

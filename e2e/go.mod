@@ -8,6 +8,7 @@ replace (
 )
 
 require (
+	github.com/chromedp/chromedp v0.23.1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/ordertrace/ordertrace/pkg/orderevents v0.0.0
 	github.com/rabbitmq/amqp091-go v1.16.0
@@ -18,6 +19,8 @@ require (
 )
 
 require (
+	github.com/chromedp/cdproto v0.160.1 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/open-feature/go-sdk v1.20.0 // indirect
 	go.uber.org/mock v0.6.0 // indirect
 )

@@ -2,7 +2,7 @@
 # Builds the OpenTelemetry Collector of deploy/otel-collector/builder.yaml
 # (the components of the compose image's config, at its version) and prints
 # the binary's path. The build takes minutes, so it is cached outside the work
-# tree, keyed by the manifest: a second call returns at once.
+# tree, keyed by the manifest (scripts/cache.sh): a second call returns at once.
 #
 # The builder's own `go mod tidy` fails on test-only modules of contrib, so
 # the builder only writes the sources; this script fetches each component with
@@ -11,23 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 manifest=deploy/otel-collector/builder.yaml
 
-cache=${ORDERTRACE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ordertrace}
-key=$(sha256sum "$manifest" | cut -c1-12)
-dir=$cache/otelcol-$key
-bin=$dir/otelcol-ordertrace
-if [ -x "$bin" ]; then
+source scripts/cache.sh
+if cached otelcol-ordertrace "$manifest"; then
 	echo "$bin"
 	exit 0
 fi
-
-mkdir -p "$cache"
-# Two test packages may ask at once: one builds, the other waits for it.
-exec 9>"$cache/otelcol.lock"
-flock 9
-if [ -x "$bin" ]; then
-	echo "$bin"
-	exit 0
-fi
+echo "build-collector: building the collector of $manifest (once, some minutes; cached in $(dirname "$bin"))" >&2
 work=$(mktemp -d "$cache/otelcol-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
@@ -45,6 +34,6 @@ providers=$(sed -n 's/.*"\(go.opentelemetry.io\/collector\/confmap\/provider\/[a
 go get $mods $providers "go.opentelemetry.io/collector/otelcol@v$version" >&2 2>/dev/null || go get $mods $providers "go.opentelemetry.io/collector/otelcol@v$version" >&2
 go build -trimpath -ldflags '-s -w' -o otelcol-ordertrace . >&2
 
-mkdir -p "$dir"
+mkdir -p "$(dirname "$bin")"
 mv otelcol-ordertrace "$bin"
 echo "$bin"

@@ -184,6 +184,11 @@ func (p *FileProvider) reload() {
 	f, err := ReadFile(p.path)
 	if err != nil {
 		p.bad = stamp
+		if errors.Is(err, fs.ErrNotExist) && p.stamp == "" {
+			// A fresh checkout: the live file appears with the first switch.
+			p.log.Info("no scenarios file yet: every scenario is off until make scenario writes it", "path", p.path)
+			return
+		}
 		p.log.Warn("scenarios file unusable; the last good flags stay in force", "path", p.path, "error", err)
 		return
 	}

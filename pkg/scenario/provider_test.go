@@ -190,3 +190,23 @@ func TestNoFileMeansEveryScenarioOff(t *testing.T) {
 		t.Error("the zero Switches reads a scenario as on")
 	}
 }
+
+// A fresh checkout has no live file: every scenario is off, and the service
+// says so once, as news rather than a warning.
+func TestMissingFileAtStartIsNoWarning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scenarios.json")
+	c, logs := client(t, path)
+	if on, _ := c.BooleanValue(t.Context(), CacheBypass, false, openfeature.EvaluationContext{}); on {
+		t.Error("cache-bypass is on without a file")
+	}
+	if got := logs.String(); !strings.Contains(got, `"level":"INFO","msg":"no scenarios file yet`) || strings.Contains(got, "WARN") {
+		t.Errorf("logs %s, want one INFO line about the missing file and no warning", got)
+	}
+	if err := Set(path, CacheBypass, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cache-bypass on once the file appears", func() bool {
+		on, _ := c.BooleanValue(t.Context(), CacheBypass, false, openfeature.EvaluationContext{})
+		return on
+	})
+}

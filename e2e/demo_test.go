@@ -1,0 +1,459 @@
+//go:build demo
+
+package e2e
+
+// The native demo as a new user meets it: `make up` on a machine without a
+// Docker engine, `make demo` and `make run`, each started through a
+// pseudo-terminal as from a shell, and stopped with Ctrl-C. A real browser
+// (headless Chromium) opens the trace of an order in Jaeger's page and reads
+// what a person would see; the scenarios switch while the services run.
+//
+// make test-demo runs it (.ci/run installs Debian's chromium when missing).
+// The demo listens on the suite's fixed ports (8080-8082, 4317/4318, 16686),
+// so this runs alone, like the fault suite; it uses its own database, vhost,
+// Redis key space and scenarios file.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+const (
+	demoGateway = "http://127.0.0.1:8080"
+	demoOrders  = "http://127.0.0.1:8081"
+	demoJaeger  = "http://127.0.0.1:16686"
+)
+
+// The ports a stopped demo must have let go of.
+var demoPorts = []string{"8080", "8081", "8082", "4317", "4318", "1777", "8888", "13133", "13134", "14318", "16685", "16686"}
+
+func TestDemo(t *testing.T) {
+	for _, port := range demoPorts {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+			c.Close()
+			t.Fatalf("port %s is taken: stop whatever runs there (a make demo?) before this test", port)
+		}
+	}
+	variants := []struct{ name, target string }{{"make up", "up"}, {"make demo", "demo"}, {"make run", "run"}}
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			e := newEnv(t)
+			scenarios := filepath.Join(t.TempDir(), "scenarios.json")
+			began := time.Now()
+			demo := startDemo(t, v.target, e, scenarios)
+			waitUntil(t, 10*time.Minute, "the gateway's /readyz (make "+v.target+")", func() (bool, error) {
+				if demo.exited() {
+					t.Fatalf("make %s exited (%v) before the gateway was ready", v.target, demo.err)
+				}
+				return httpOK(demoGateway + "/readyz")
+			})
+			t.Logf("make %s: ready in %s (tools cached: %v)", v.target, time.Since(began).Round(100*time.Millisecond), demo.cached)
+			if v.target == "up" {
+				if !demo.hasDocker && !strings.Contains(demo.output(), "no working Docker engine") {
+					t.Errorf("make up without a Docker engine did not say so:\n%s", demo.output())
+				}
+			}
+			if v.target != "run" {
+				traceInBrowser(t, v.target, began)
+			}
+			scenarioSwitches(t, scenarios)
+			demo.interrupt(t)
+		})
+	}
+}
+
+// demo is one `make <target>` running in a pseudo-terminal (script(1)), as
+// if typed in a shell.
+type demo struct {
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	out       *lockedBuffer
+	done      chan struct{} // closed when make has exited, with err set
+	err       error
+	cached    bool
+	hasDocker bool
+}
+
+func startDemo(t *testing.T, target string, e *env, scenarios string) *demo {
+	t.Helper()
+	d := &demo{out: &lockedBuffer{}, done: make(chan struct{})}
+	d.hasDocker = exec.Command("docker", "info").Run() == nil
+	if d.hasDocker && target == "up" {
+		t.Log("this machine has a Docker engine: make up would start the compose stack, so it runs make demo instead")
+		target = "demo"
+	}
+	home, _ := os.UserCacheDir()
+	_, err := os.Stat(filepath.Join(home, "ordertrace"))
+	d.cached = err == nil
+	d.cmd = exec.Command("script", "-qfec", "make --no-print-directory "+target, "/dev/null")
+	d.cmd.Dir = ".."
+	d.cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+e.DatabaseURL, "AMQP_URL="+e.AMQPURL, "REDIS_URL="+redisURL, "SCENARIOS_FILE="+scenarios,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=", // make run: export off, as for a user who set nothing
+	)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	d.stdin, err = d.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("script -c make %s: %v", target, err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			_ = d.cmd.Process.Kill()
+			t.Errorf("make %s was still running at the end of the test; its output:\n%s", target, d.output())
+		}
+		if t.Failed() {
+			t.Logf("make %s output:\n%s", target, d.output())
+			for _, f := range []string{"gateway", "orders", "fulfillment", "collector", "jaeger"} {
+				if b, err := os.ReadFile("../bin/demo/" + f + ".log"); err == nil && len(b) > 0 {
+					t.Logf("bin/demo/%s.log (last 3000 bytes):\n%s", f, b[max(0, len(b)-3000):])
+				}
+			}
+		}
+	})
+	return d
+}
+
+func (d *demo) output() string { return d.out.String() }
+
+func (d *demo) exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// interrupt types Ctrl-C into the terminal: everything stops, in order, and
+// make exits 0, leaving no port taken.
+func (d *demo) interrupt(t *testing.T) {
+	t.Helper()
+	began := time.Now()
+	if _, err := d.stdin.Write([]byte{3}); err != nil {
+		t.Fatalf("Ctrl-C: %v", err)
+	}
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Errorf("make exited with %v after Ctrl-C, want 0", d.err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("make still runs 2 minutes after Ctrl-C")
+	}
+	t.Logf("stopped %s after Ctrl-C", time.Since(began).Round(100*time.Millisecond))
+	for _, port := range demoPorts {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+			c.Close()
+			t.Errorf("port %s is still taken after Ctrl-C", port)
+		}
+	}
+}
+
+// traceInBrowser places an order and opens its trace in Jaeger's page in
+// headless Chromium, until the page shows the whole trace: the three
+// services, the span count Jaeger holds, and the PRODUCER → CONSUMER hop.
+func traceInBrowser(t *testing.T, target string, began time.Time) {
+	t.Helper()
+	status, traceID := demoOrder(t, nil)
+	if status != http.StatusCreated {
+		t.Fatalf("order: status %d, want 201", status)
+	}
+	ordered := time.Now()
+
+	ctx := browser(t)
+	url := demoJaeger + "/trace/" + traceID
+	var summary, hop string
+	var rows []pageRow
+	var apiSpans int
+	var page tracePage
+	waitUntil(t, 2*time.Minute, "the whole trace on Jaeger's page", func() (bool, error) {
+		n, services, err := jaegerTrace(traceID)
+		if err != nil || n == 0 {
+			return false, err
+		}
+		if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("#summary, p.err"))); err != nil {
+			return false, err
+		}
+		page, err = chromedp.Run(ctx, chromedp.Evaluate[tracePage](`({
+			summary: (document.getElementById("summary") || {}).innerText || "",
+			rows: [...document.querySelectorAll("tr.span")].map(r => ({
+				text: r.innerText, kind: r.querySelector(".kind").innerText, service: r.querySelector(".service").innerText, indent: r.querySelector("td.name").getBoundingClientRect().left + parseFloat(getComputedStyle(r.querySelector("td.name")).paddingLeft),
+			})),
+			hop: [...document.querySelectorAll("tr.span[data-kind=CONSUMER] .hop")].map(e => e.innerText).join("\n"),
+		})`))
+		if err != nil {
+			return false, err
+		}
+		summary, rows, hop = page.Summary, page.Rows, page.Hop
+		apiSpans = n
+		// Complete: every service has reported, and the page shows what
+		// Jaeger holds (no span arrived between the two reads).
+		return len(services) == 3 && hop != "" && strings.Contains(summary, fmt.Sprintf(" %d spans ", n)), nil
+	})
+	t.Logf("make %s: order's trace complete on the page %s after the order, %s after make %s started",
+		target, time.Since(ordered).Round(100*time.Millisecond), time.Since(began).Round(100*time.Millisecond), target)
+	t.Logf("page summary: %s", summary)
+
+	if !strings.Contains(summary, "3 services") || !strings.Contains(summary, strconv.Itoa(apiSpans)+" spans") {
+		t.Errorf("summary %q, want 3 services and the %d spans Jaeger holds", summary, apiSpans)
+	}
+	seen := map[string]bool{}
+	producer, consumer := -1, -1
+	for i, r := range rows {
+		seen[r.Service] = true
+		if r.Kind == "PRODUCER" && r.Service == "orders" && strings.Contains(r.Text, "publish orders") {
+			producer = i
+		}
+		if r.Kind == "CONSUMER" && r.Service == "fulfillment" && strings.Contains(r.Text, "process fulfillment.order-created") {
+			consumer = i
+		}
+	}
+	// Exactly the three services, on as many rows as Jaeger has spans.
+	if len(seen) != 3 || !seen["gateway"] || !seen["orders"] || !seen["fulfillment"] || len(rows) != apiSpans {
+		t.Errorf("the page has %d rows with services %v; want %d rows of gateway, orders and fulfillment", len(rows), seen, apiSpans)
+	}
+	if apiSpans < 15 {
+		t.Errorf("the trace has %d spans, want the golden trace's (at least 15)", apiSpans)
+	}
+	if !strings.Contains(hop, "PRODUCER → CONSUMER: message from orders (publish orders)") {
+		t.Errorf("the CONSUMER row says %q, want the hop from orders' PRODUCER span", hop)
+	}
+	// The CONSUMER row hangs under the PRODUCER row: below it, indented further.
+	if producer < 0 || consumer < 0 || producer > consumer || rows[consumer].Indent <= rows[producer].Indent {
+		t.Errorf("PRODUCER row %d, CONSUMER row %d (of %d); want the consumer's below the producer's and indented further", producer, consumer, len(rows))
+	} else {
+		t.Logf("PRODUCER row %d at %.0f px, CONSUMER row %d at %.0f px", producer, rows[producer].Indent, consumer, rows[consumer].Indent)
+	}
+
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join("..", "bin", "demo-trace-"+target+".png")
+	if err := os.MkdirAll(filepath.Dir(shot), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: bin/demo-trace-%s.png", target)
+}
+
+// tracePage is what the trace page shows, as text a person reads.
+type tracePage struct {
+	Summary string    `json:"summary"`
+	Rows    []pageRow `json:"rows"`
+	Hop     string    `json:"hop"`
+}
+
+// pageRow is one span's row: its text and how far it is indented.
+type pageRow struct {
+	Text    string  `json:"text"`
+	Kind    string  `json:"kind"`    // the span kind's badge
+	Service string  `json:"service"` // the service name shown on the row
+	Indent  float64 `json:"indent"`
+}
+
+// browser starts headless Chromium for t: Debian's, with the flags a closed
+// network needs (no background connections to Google's hosts).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := os.Getenv("CHROMIUM")
+	if path == "" {
+		path = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("no Chromium at %s (.ci/run installs Debian's chromium; or set CHROMIUM): %v", path, err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1400, 1000),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	return ctx
+}
+
+// jaegerTrace asks Jaeger's query API for a trace: its span count and
+// services (none yet: 0 and no error).
+func jaegerTrace(traceID string) (int, map[string]bool, error) {
+	resp, err := http.Get(demoJaeger + "/api/traces/" + traceID)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return 0, nil, nil
+	}
+	var body struct {
+		Data []struct {
+			Spans []struct {
+				ProcessID string `json:"processID"`
+			} `json:"spans"`
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data) == 0 {
+		return 0, nil, err
+	}
+	services := map[string]bool{}
+	for _, s := range body.Data[0].Spans {
+		services[body.Data[0].Processes[s.ProcessID].ServiceName] = true
+	}
+	return len(body.Data[0].Spans), services, nil
+}
+
+// scenarioSwitches switches payment-failures on with make scenario, as a
+// workshop instructor does, and back off: 30 orders placed while it is on
+// get some 402s, and switching never touches a tracked file.
+func scenarioSwitches(t *testing.T, file string) {
+	t.Helper()
+	makeScenario(t, file, "NAME=payment-failures", "ON=1")
+	waitUntil(t, time.Minute, "orders to load payment-failures=0.3", func() (bool, error) {
+		return loadedScenario(demoOrders+"/scenarios", "payment-failures", 0.3)
+	})
+	statuses := map[int]int{}
+	for range 30 {
+		status, _ := demoOrder(t, nil)
+		statuses[status]++
+	}
+	t.Logf("30 orders with payment-failures on: %v", statuses)
+	if statuses[http.StatusPaymentRequired] == 0 || statuses[http.StatusCreated]+statuses[http.StatusPaymentRequired] != 30 {
+		t.Errorf("statuses %v, want some 402s and only 201s and 402s", statuses)
+	}
+
+	makeScenario(t, file, "NAME=payment-failures", "ON=0")
+	waitUntil(t, time.Minute, "orders to load payment-failures=0", func() (bool, error) {
+		return loadedScenario(demoOrders+"/scenarios", "payment-failures", 0)
+	})
+	if status, _ := demoOrder(t, nil); status != http.StatusCreated {
+		t.Errorf("with payment-failures off, an order got %d, want 201", status)
+	}
+	// ON= takes only what make help documents.
+	if out, err := makeCmd(file, "scenario", "NAME=payment-failures", "ON=yes").CombinedOutput(); err == nil || !strings.Contains(string(out), "use 1 or on, 0 or off") {
+		t.Errorf("make scenario ON=yes: %v %s; want a refusal that lists the values", err, out)
+	}
+}
+
+func makeCmd(file string, args ...string) *exec.Cmd {
+	cmd := exec.Command("make", append([]string{"--no-print-directory"}, args...)...)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "SCENARIOS_FILE="+file)
+	return cmd
+}
+
+func makeScenario(t *testing.T, file string, args ...string) {
+	t.Helper()
+	if out, err := makeCmd(file, append([]string{"scenario"}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("make scenario %v: %v\n%s", args, err, out)
+	}
+}
+
+// loadedScenario reports whether a service's /scenarios shows name at want.
+func loadedScenario(url, name string, want float64) (bool, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var loaded map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&loaded); err != nil {
+		return false, err
+	}
+	return loaded[name] == want, nil
+}
+
+// demoOrder places an order through the demo's gateway: its status and trace ID.
+func demoOrder(t *testing.T, header map[string]string) (int, string) {
+	t.Helper()
+	body := `{"customer_id":"demo-1","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":1}]}`
+	req, _ := http.NewRequest(http.MethodPost, demoGateway+"/api/orders", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("place an order: %v", err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		TraceID string `json:"trace_id"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(answer.TraceID) {
+		t.Errorf("answer %d has trace_id %q, want 32 hex digits", resp.StatusCode, answer.TraceID)
+	}
+	return resp.StatusCode, answer.TraceID
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func httpOK(url string) (bool, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// TestScenarioFileUntracked: switching a scenario writes the live file,
+// which git ignores; the defaults are the tracked file.
+func TestScenarioFileUntracked(t *testing.T) {
+	out, err := exec.Command("git", "-C", "..", "ls-files", "deploy/scenarios").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "deploy/scenarios/defaults.json" {
+		t.Errorf("tracked under deploy/scenarios: %q, want only defaults.json", got)
+	}
+	if err := exec.Command("git", "-C", "..", "check-ignore", "-q", "deploy/scenarios/scenarios.json").Run(); err != nil {
+		t.Errorf("deploy/scenarios/scenarios.json (the live file make scenario writes) is not ignored by git: %v", err)
+	}
+}
