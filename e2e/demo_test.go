@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,7 +74,11 @@ func TestDemo(t *testing.T) {
 				traceInBrowser(t, v.target, began)
 			}
 			scenarioSwitches(t, scenarios)
-			demo.interrupt(t)
+			if v.target == "demo" {
+				demo.terminate(t) // as a supervisor would stop it
+			} else {
+				demo.interrupt(t) // as a person would
+			}
 		})
 	}
 }
@@ -153,23 +158,51 @@ func (d *demo) exited() bool {
 // make exits 0, leaving no port taken.
 func (d *demo) interrupt(t *testing.T) {
 	t.Helper()
-	began := time.Now()
 	if _, err := d.stdin.Write([]byte{3}); err != nil {
 		t.Fatalf("Ctrl-C: %v", err)
 	}
+	d.stopped(t, "Ctrl-C")
+}
+
+// terminate sends SIGTERM to the script whose PID bin/run-local.pid holds:
+// the same orderly stop, and make exits 0.
+func (d *demo) terminate(t *testing.T) {
+	t.Helper()
+	raw, err := os.ReadFile("../bin/run-local.pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatalf("bin/run-local.pid: %v", err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM to %d: %v", pid, err)
+	}
+	d.stopped(t, "SIGTERM")
+}
+
+func (d *demo) stopped(t *testing.T, how string) {
+	t.Helper()
+	began := time.Now()
 	select {
 	case <-d.done:
 		if d.err != nil {
-			t.Errorf("make exited with %v after Ctrl-C, want 0", d.err)
+			t.Errorf("make exited with %v after %s, want 0", d.err, how)
 		}
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("make still runs 2 minutes after Ctrl-C")
+		t.Fatalf("make still runs 2 minutes after %s", how)
 	}
-	t.Logf("stopped %s after Ctrl-C", time.Since(began).Round(100*time.Millisecond))
+	took := time.Since(began)
+	t.Logf("stopped %s after %s", took.Round(100*time.Millisecond), how)
+	if took > 5*time.Second { // bounded, but slow: say which program held it up
+		out := d.output()
+		t.Logf("the end of make's output:\n%s", out[max(0, len(out)-600):])
+	}
 	for _, port := range demoPorts {
 		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
 			c.Close()
-			t.Errorf("port %s is still taken after Ctrl-C", port)
+			t.Errorf("port %s is still taken after %s", port, how)
 		}
 	}
 }

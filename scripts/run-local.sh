@@ -86,13 +86,14 @@ stop() {
 			kill -0 "${pids[i]}" 2>/dev/null || break
 			sleep 0.1
 		done
+		((j < 20)) || say "${names[i]} took $((j / 10)) s to stop"
 		if kill -0 "${pids[i]}" 2>/dev/null; then
 			say "${names[i]} ignored SIGTERM for 30 s; killing it"
 			kill -KILL "${pids[i]}" 2>/dev/null || true
 		fi
 		wait "${pids[i]}" 2>/dev/null || true
 	done
-	rm -f "$logs/run-local.pid"
+	rm -f bin/run-local.pid
 }
 trap 'say "stopping"; stop; say "stopped"; exit 0' INT TERM
 trap 'stop' EXIT
@@ -141,8 +142,8 @@ ready fulfillment http://127.0.0.1:8082/readyz
 run gateway "$(logfile gateway)" bin/gateway
 ready gateway http://127.0.0.1:8080/readyz
 
+echo $$ >bin/run-local.pid # kill -TERM $(cat bin/run-local.pid) stops it as Ctrl-C does
 if [ "$mode" = demo ]; then
-	echo $$ >"$logs/run-local.pid"
 	cat >&2 <<EOF
 
   ordertrace runs natively (no Docker; Loki, Prometheus and Grafana are left out)
