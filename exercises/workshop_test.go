@@ -13,6 +13,9 @@ import (
 
 // TestWorkshopCommandsExist: every make target, scenario, file, test and page a
 // lab names exists, so a student following the pages never hits a gap.
+// liveScenarios is the scenarios file the services watch; git ignores it.
+const liveScenarios = "deploy/scenarios/scenarios.json"
+
 func TestWorkshopCommandsExist(t *testing.T) {
 	makefile, err := os.ReadFile("../Makefile")
 	if err != nil {
@@ -63,6 +66,9 @@ func TestWorkshopCommandsExist(t *testing.T) {
 			}
 		}
 		for _, m := range path.FindAllStringSubmatch(text, -1) {
+			if m[1] == liveScenarios {
+				continue // untracked: the first make scenario writes it
+			}
 			if _, err := os.Stat(filepath.Join("..", strings.TrimSuffix(m[1], "/"))); err != nil {
 				t.Errorf("%s: %s does not exist", name, m[1])
 			}

@@ -499,7 +499,8 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 }
 
 // ProblemBody returns p as JSON, stamped with the current trace ID. Behind
-// TraceContext (which Recover installs) a request always has one.
+// TraceContext (which every service installs after its tracing middleware)
+// a request always has one.
 func ProblemBody(r *http.Request, p *Problem) []byte {
 	if sc := trace.SpanFromContext(r.Context()).SpanContext(); sc.IsValid() {
 		p.TraceID = sc.TraceID().String()

@@ -234,7 +234,7 @@ func TestRecover(t *testing.T) {
 func TestTraceContextWithTracingOff(t *testing.T) {
 	tracer := tracenoop.NewTracerProvider().Tracer("t")
 	var forwarded propagation.MapCarrier
-	h := Recover(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := TraceContext(Recover(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// As the no-op tracer provider's middleware and client transport do.
 		ctx, span := tracer.Start(r.Context(), "client")
 		forwarded = propagation.MapCarrier{}
@@ -244,7 +244,7 @@ func TestTraceContextWithTracingOff(t *testing.T) {
 			panic("boom")
 		}
 		WriteProblem(w, r, Invalid(FieldError{Field: "items", Reason: "must hold 1 to 50 items"}))
-	}))
+	})))
 
 	for _, path := range []string{"/orders", "/panic"} {
 		t.Run(path, func(t *testing.T) {

@@ -77,14 +77,8 @@ func Ready(ready *atomic.Bool, checks map[string]func(context.Context) error) ht
 }
 
 // Recover turns a panic in a handler into a 500 problem, recorded on the span.
-// Every service installs it first after the tracing middleware, so it also
-// installs TraceContext: every problem a service writes, this 500 included,
-// then carries a trace_id, tracing on or off.
+// Install it after TraceContext, so that this 500 too carries a trace_id.
 func Recover(next http.Handler) http.Handler {
-	return TraceContext(recoverPanics(next))
-}
-
-func recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {

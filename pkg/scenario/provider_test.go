@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,7 +57,7 @@ func (s *syncBuffer) Reset() {
 
 func eventually(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if ok() {
 			return
 		}
@@ -209,4 +211,28 @@ func TestMissingFileAtStartIsNoWarning(t *testing.T) {
 		on, _ := c.BooleanValue(t.Context(), CacheBypass, false, openfeature.EvaluationContext{})
 		return on
 	})
+}
+
+// GET /scenarios reports each scenario as the service reads it: the "off"
+// values, then the "on" value of the one switched on.
+func TestHandlerReportsLoadedValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scenarios.json")
+	c, _ := client(t, path)
+	s := Switches{client: c}
+	read := func() map[string]any {
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/scenarios", nil))
+		var got map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Header().Get("Content-Type") != "application/json" {
+			t.Fatalf("body %q (%s): %v", w.Body, w.Header().Get("Content-Type"), err)
+		}
+		return got
+	}
+	if got := read(); got[PaymentFailures] != 0.0 || got[CacheBypass] != false || got[SlowInventory] != "" || len(got) != len(Defaults().Flags) {
+		t.Errorf("with every scenario off: %v", got)
+	}
+	if err := Set(path, PaymentFailures, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "payment-failures reported at 0.3", func() bool { return read()[PaymentFailures] == 0.3 })
 }

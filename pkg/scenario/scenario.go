@@ -7,7 +7,9 @@ package scenario
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/open-feature/go-sdk/openfeature"
@@ -122,4 +124,30 @@ func (s Switches) Text(ctx context.Context, name string) string {
 	}
 	v, _ := s.client.StringValue(ctx, name, "", noContext)
 	return v
+}
+
+// Loaded is every scenario's value as this process reads it now, each by the
+// type of its "on" value: false, 0 or "" when off.
+func (s Switches) Loaded(ctx context.Context) map[string]any {
+	loaded := map[string]any{}
+	for name, f := range Defaults().Flags {
+		switch f.Variants["on"].(type) {
+		case bool:
+			loaded[name] = s.On(ctx, name)
+		case float64:
+			loaded[name] = s.Number(ctx, name)
+		case string:
+			loaded[name] = s.Text(ctx, name)
+		}
+	}
+	return loaded
+}
+
+// Handler answers GET /scenarios on a service's own port with Loaded: after
+// a switch, a test (or an instructor) sees when this process has taken it.
+func (s Switches) Handler() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.Loaded(r.Context()))
+	}
 }

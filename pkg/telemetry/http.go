@@ -10,10 +10,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Health endpoints are polled every few seconds by orchestrators; tracing
-// them would bury real traffic, so they get neither spans nor metrics.
-func isHealthCheck(r *http.Request) bool {
-	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+// Health endpoints are polled every few seconds by orchestrators, and the
+// scenario read-out (/scenarios) by whoever waits for a switch; tracing them
+// would bury real traffic, so they get neither spans nor metrics.
+func isPolled(r *http.Request) bool {
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/scenarios"
 }
 
 // HTTPMiddleware traces and measures the requests of a chi router. Install it
@@ -25,7 +26,7 @@ func (t *Telemetry) HTTPMiddleware() func(http.Handler) http.Handler {
 		otelhttp.WithTracerProvider(t.TracerProvider),
 		otelhttp.WithMeterProvider(t.MeterProvider),
 		otelhttp.WithPropagators(t.Propagator),
-		otelhttp.WithFilter(func(r *http.Request) bool { return !isHealthCheck(r) }),
+		otelhttp.WithFilter(func(r *http.Request) bool { return !isPolled(r) }),
 		otelhttp.WithSpanNameFormatter(serverSpanName),
 	)
 	return func(next http.Handler) http.Handler {

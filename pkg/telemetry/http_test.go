@@ -40,6 +40,7 @@ func TestHTTPMiddleware(t *testing.T) {
 	ok := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
 	r.Get("/healthz", ok)
 	r.Get("/readyz", ok)
+	r.Get("/scenarios", ok)
 	r.Get("/orders/{id}", ok)
 
 	tests := []struct {
@@ -50,6 +51,7 @@ func TestHTTPMiddleware(t *testing.T) {
 		{"/nowhere", "GET", "", true},
 		{"/healthz", "", "", false},
 		{"/readyz", "", "", false},
+		{"/scenarios", "", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 // routes lists every route of the gateway, the suite's public face.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.tel.HTTPMiddleware(), httpx.Recover, trustedBaggage)
+	r.Use(s.tel.HTTPMiddleware(), httpx.TraceContext, httpx.Recover, trustedBaggage)
 	r.NotFound(httpx.NotFound)
 	r.MethodNotAllowed(httpx.MethodNotAllowed)
 

@@ -124,7 +124,7 @@ func TestPlaceOrderProblems(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = shutdown(context.Background()) })
 	s := &server{tel: tel} // every refusal below comes before the service is needed
-	h := tel.HTTPMiddleware()(httpx.Recover(s.placeOrder()))
+	h := tel.HTTPMiddleware()(httpx.TraceContext(httpx.Recover(s.placeOrder())))
 
 	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	tests := []struct {
