@@ -95,6 +95,9 @@ test: test-services ## run every test (unit and end-to-end) against local Postgr
 .PHONY: test-demo
 test-demo: build test-services ## the native demo as a user meets it: make up (no Docker), make demo and make run in a terminal, the trace in headless Chromium, scenarios, Ctrl-C (uses the demo's ports: run it alone)
 	@mkdir -p bin
+	@# The collector and Jaeger first (minutes when not cached), so the test times the demo, not the builds.
+	@began=$$(date +%s); bash scripts/build-collector.sh >/dev/null && bash scripts/build-tool.sh jaeger >/dev/null && \
+		echo "test-demo: the collector and Jaeger are ready ($$(($$(date +%s) - began)) s)"
 	go test -tags demo -run 'TestDemo|TestScenarioFileUntracked' -count=1 -v -timeout 25m ./e2e 2>&1 | tee bin/demo-test.log | grep -E '^(---|===|ok|FAIL|PASS)|demo_test.go'; exit $${PIPESTATUS[0]}
 
 .PHONY: exercise

@@ -58,7 +58,7 @@ func TestDemo(t *testing.T) {
 			scenarios := filepath.Join(t.TempDir(), "scenarios.json")
 			began := time.Now()
 			demo := startDemo(t, v.target, e, scenarios)
-			waitUntil(t, 10*time.Minute, "the gateway's /readyz (make "+v.target+")", func() (bool, error) {
+			waitUntil(t, 5*time.Minute, "the gateway's /readyz (make "+v.target+")", func() (bool, error) {
 				if demo.exited() {
 					t.Fatalf("make %s exited (%v) before the gateway was ready", v.target, demo.err)
 				}
