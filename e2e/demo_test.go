@@ -283,7 +283,7 @@ func traceInBrowser(t *testing.T, target string, began time.Time) {
 		t.Logf("PRODUCER row %d at %.0f px, CONSUMER row %d at %.0f px", producer, rows[producer].Indent, consumer, rows[consumer].Indent)
 	}
 
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 makes a PNG
 	if err != nil {
 		t.Fatal(err)
 	}
