@@ -129,9 +129,9 @@ func TestComposeMemory(t *testing.T) {
 	}
 }
 
-// The suite's services take only the variables of ARCHITECTURE.md (and the
-// workshop's scenarios file), and the standard OTEL_* ones, and send their
-// telemetry to the collector.
+// The suite's services take only the six contract variables of the README's
+// configuration table (and the workshop's scenarios file), and the standard
+// OTEL_* ones, and send their telemetry to the collector.
 func TestComposeServiceConfiguration(t *testing.T) {
 	p := loadCompose(t)
 	allowed := map[string]bool{"HTTP_ADDR": true, "ORDERS_URL": true, "DATABASE_URL": true, "REDIS_URL": true, "AMQP_URL": true, "LOG_LEVEL": true}
@@ -153,7 +153,7 @@ func TestComposeServiceConfiguration(t *testing.T) {
 			var n uint32
 			fmt.Sscan(port.Published, &n)
 			if port.Target != n {
-				t.Errorf("%s maps host port %d to %d; ARCHITECTURE.md's ports are the same inside and out", name, n, port.Target)
+				t.Errorf("%s maps host port %d to %d; the suite's ports (README) are the same inside and out", name, n, port.Target)
 			}
 			got = append(got, n)
 		}
@@ -166,7 +166,7 @@ func TestComposeServiceConfiguration(t *testing.T) {
 		s := p.Services[name]
 		for k := range s.Environment {
 			if !allowed[k] && !strings.HasPrefix(k, "OTEL_") {
-				t.Errorf("%s is configured with %s, which is not a variable of ARCHITECTURE.md", name, k)
+				t.Errorf("%s is configured with %s, which is not a contract variable of the README's configuration table", name, k)
 			}
 		}
 		if v := s.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]; v == nil || !strings.HasPrefix(*v, "http://otel-collector:") {

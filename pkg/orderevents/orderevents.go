@@ -11,7 +11,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// The names of ARCHITECTURE.md's messaging topology.
+// The names of the messaging topology: a contract that orders, fulfillment,
+// the dashboards and the workshop all rely on.
 const (
 	Exchange           = "orders"                        // durable topic exchange
 	RoutingKeyCreated  = "order.created"                 // routing key of a new order

@@ -68,9 +68,9 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	}
 	consumer := newConsumer(cfg, fulfiller, tel)
 
-	// The health server stops first, then the consumer drains: the order
-	// STYLE.md gives. The consumer reconnects by itself while the broker is
-	// away; readiness says whether it is subscribed.
+	// The health server stops first, then the consumer drains: the suite's
+	// shutdown order (docs/design.md, Shutdown). The consumer reconnects by
+	// itself while the broker is away; readiness says whether it is subscribed.
 	serveCtx, stopServing := context.WithCancel(ctx)
 	defer stopServing()
 	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
