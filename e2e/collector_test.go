@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -150,19 +149,7 @@ func healthy(url string) error {
 // batches flushed and its exporters' queues drained into the backends.
 func (c *collector) stop(t *testing.T) {
 	t.Helper()
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(20 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		t.Error("collector ignored SIGTERM for 20s and was killed")
-	}
+	terminate(t, "collector", c.cmd, c.done)
 }
 
 // sendMarker sends, straight to the collector, a one-span trace with an

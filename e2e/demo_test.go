@@ -64,7 +64,7 @@ func TestDemo(t *testing.T) {
 				}
 				return httpOK(demoGateway + "/readyz")
 			})
-			t.Logf("make %s: ready in %s (tools cached: %v)", v.target, time.Since(began).Round(100*time.Millisecond), demo.cached)
+			t.Logf("make %s: ready in %s", v.target, time.Since(began).Round(100*time.Millisecond))
 			if v.target == "up" {
 				if !demo.hasDocker && !strings.Contains(demo.output(), "no working Docker engine") {
 					t.Errorf("make up without a Docker engine did not say so:\n%s", demo.output())
@@ -91,7 +91,6 @@ type demo struct {
 	out       *lockedBuffer
 	done      chan struct{} // closed when make has exited, with err set
 	err       error
-	cached    bool
 	hasDocker bool
 }
 
@@ -103,9 +102,6 @@ func startDemo(t *testing.T, target string, e *env, scenarios string) *demo {
 		t.Log("this machine has a Docker engine: make up would start the compose stack, so it runs make demo instead")
 		target = "demo"
 	}
-	home, _ := os.UserCacheDir()
-	_, err := os.Stat(filepath.Join(home, "ordertrace"))
-	d.cached = err == nil
 	d.cmd = exec.Command("script", "-qfec", "make --no-print-directory "+target, "/dev/null")
 	d.cmd.Dir = ".."
 	d.cmd.Env = append(os.Environ(),
@@ -113,6 +109,7 @@ func startDemo(t *testing.T, target string, e *env, scenarios string) *demo {
 		"OTEL_EXPORTER_OTLP_ENDPOINT=", // make run: export off, as for a user who set nothing
 	)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	var err error
 	d.stdin, err = d.cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +209,7 @@ func (d *demo) stopped(t *testing.T, how string) {
 // services, the span count Jaeger holds, and the PRODUCER → CONSUMER hop.
 func traceInBrowser(t *testing.T, target string, began time.Time) {
 	t.Helper()
-	status, traceID := demoOrder(t, nil)
+	status, traceID := demoOrder(t)
 	if status != http.StatusCreated {
 		t.Fatalf("order: status %d, want 201", status)
 	}
@@ -337,7 +334,7 @@ func browser(t *testing.T) context.Context {
 // jaegerTrace asks Jaeger's query API for a trace: its span count and
 // services (none yet: 0 and no error).
 func jaegerTrace(traceID string) (int, map[string]bool, error) {
-	resp, err := http.Get(demoJaeger + "/api/traces/" + traceID)
+	resp, err := testClient.Get(demoJaeger + "/api/traces/" + traceID)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -376,7 +373,7 @@ func scenarioSwitches(t *testing.T, file string) {
 	})
 	statuses := map[int]int{}
 	for range 30 {
-		status, _ := demoOrder(t, nil)
+		status, _ := demoOrder(t)
 		statuses[status]++
 	}
 	t.Logf("30 orders with payment-failures on: %v", statuses)
@@ -388,7 +385,7 @@ func scenarioSwitches(t *testing.T, file string) {
 	waitUntil(t, time.Minute, "orders to load payment-failures=0", func() (bool, error) {
 		return loadedScenario(demoOrders+"/scenarios", "payment-failures", 0)
 	})
-	if status, _ := demoOrder(t, nil); status != http.StatusCreated {
+	if status, _ := demoOrder(t); status != http.StatusCreated {
 		t.Errorf("with payment-failures off, an order got %d, want 201", status)
 	}
 	// ON= takes only what make help documents.
@@ -413,7 +410,7 @@ func makeScenario(t *testing.T, file string, args ...string) {
 
 // loadedScenario reports whether a service's /scenarios shows name at want.
 func loadedScenario(url, name string, want float64) (bool, error) {
-	resp, err := http.Get(url)
+	resp, err := testClient.Get(url)
 	if err != nil {
 		return false, err
 	}
@@ -426,15 +423,12 @@ func loadedScenario(url, name string, want float64) (bool, error) {
 }
 
 // demoOrder places an order through the demo's gateway: its status and trace ID.
-func demoOrder(t *testing.T, header map[string]string) (int, string) {
+func demoOrder(t *testing.T) (int, string) {
 	t.Helper()
 	body := `{"customer_id":"demo-1","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":1}]}`
 	req, _ := http.NewRequest(http.MethodPost, demoGateway+"/api/orders", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatalf("place an order: %v", err)
 	}
@@ -468,7 +462,7 @@ func (b *lockedBuffer) String() string {
 }
 
 func httpOK(url string) (bool, error) {
-	resp, err := http.Get(url)
+	resp, err := testClient.Get(url)
 	if err != nil {
 		return false, err
 	}

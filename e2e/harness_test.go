@@ -440,19 +440,27 @@ func (p *process) waitReady(deadline time.Time) error {
 // that took; a process still running after 20 s is killed and t fails.
 func (p *process) Stop(t *testing.T) time.Duration {
 	t.Helper()
+	return terminate(t, p.name, p.cmd, p.done)
+}
+
+// terminate sends cmd SIGTERM, unless it has exited already (done is
+// closed), and waits for it; after 20 s it is killed and t fails. It returns
+// how long the stop took.
+func terminate(t *testing.T, name string, cmd *exec.Cmd, done <-chan struct{}) time.Duration {
+	t.Helper()
 	began := time.Now()
 	select {
-	case <-p.done:
+	case <-done:
 		return 0
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-done:
 	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("%s ignored SIGTERM for 20s and was killed", p.name)
+		_ = cmd.Process.Kill()
+		<-done
+		t.Errorf("%s ignored SIGTERM for 20s and was killed", name)
 	}
 	return time.Since(began)
 }
