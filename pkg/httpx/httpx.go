@@ -260,7 +260,7 @@ func ofElements(t reflect.Type) string {
 // ("items.quantity"); the value's offset in raw finds them. Should that fail,
 // the decoder's own names are kept.
 func typeErrorPath(raw []byte, typeErr *json.UnmarshalTypeError) string {
-	segments, ok := pathAtOffset(raw, typeErr.Offset)
+	segments, ok := findInBody(raw, nil, typeErr.Offset, "")
 	if !ok {
 		return typeErr.Field
 	}
@@ -311,54 +311,24 @@ func pathOf(stack []frame) []any {
 	return segments
 }
 
-// pathAtOffset finds the value of raw that ends at offset (a scalar), or
-// whose first byte ends before offset (an object or an array: the decoder
-// reports those just after their opening bracket), and returns its path.
-func pathAtOffset(raw []byte, offset int64) ([]any, bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		top := len(stack) - 1
-		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
-			stack = stack[:top]
-			if top > 0 && !stack[top-1].array {
-				stack[top-1].wantKey = true
-			}
-			continue
-		}
-		if top >= 0 && !stack[top].array && stack[top].wantKey {
-			stack[top].key, stack[top].wantKey = tok.(string), false
-			continue
-		}
-		if top >= 0 && stack[top].array {
-			stack[top].index++
-		}
-		if dec.InputOffset() == offset {
-			return pathOf(stack), true
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{wantKey: true})
-		case json.Delim('['):
-			stack = append(stack, frame{array: true, index: -1})
-		default:
-			if top >= 0 && !stack[top].array {
-				stack[top].wantKey = true
-			}
-		}
-	}
-}
-
-// unknownFieldPath finds, in raw, the first member that the struct it
-// belongs in (by dst's type) does not have, and returns its FieldPath. The
+// unknownFieldPath is the FieldPath of the first member of raw that the
+// struct it belongs in (by dst's type) does not have, and is named name. The
 // decoder names only the member's key; should the walk not find it, the key
 // alone is returned.
 func unknownFieldPath(raw []byte, dst reflect.Type, name string) string {
+	if segments, ok := findInBody(raw, dst, -1, name); ok {
+		return FieldPath(segments...)
+	}
+	return FieldPath(name)
+}
+
+// findInBody walks the tokens of raw in document order, keeping the path of
+// the current value (and, where dst decodes it field by field, its Go type),
+// and returns the path of the first value that ends at offset (when offset
+// is 0 or more) or of the first member named unknown that its struct does
+// not have (when unknown is not ""). The decoder reports an object or an
+// array just after its opening bracket, so that is where offset finds one.
+func findInBody(raw []byte, dst reflect.Type, offset int64, unknown string) ([]any, bool) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var stack []frame
@@ -366,7 +336,7 @@ func unknownFieldPath(raw []byte, dst reflect.Type, name string) string {
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return FieldPath(name)
+			return nil, false
 		}
 		top := len(stack) - 1
 		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
@@ -384,11 +354,10 @@ func unknownFieldPath(raw []byte, dst reflect.Type, name string) string {
 				next = t.Elem()
 			} else if t != nil && t.Kind() == reflect.Struct {
 				canonical, ft, known := structField(t, key)
-				if !known {
-					if key == name {
-						return FieldPath(pathOf(stack)...)
-					}
-				} else {
+				if !known && key == unknown {
+					return pathOf(stack), true
+				}
+				if known {
 					stack[top].key, next = canonical, ft
 				}
 			}
@@ -400,6 +369,9 @@ func unknownFieldPath(raw []byte, dst reflect.Type, name string) string {
 			if t := stack[top].typ; t != nil {
 				next = t.Elem()
 			}
+		}
+		if offset >= 0 && dec.InputOffset() == offset {
+			return pathOf(stack), true
 		}
 		switch tok {
 		case json.Delim('{'):
