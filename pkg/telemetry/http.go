@@ -1,11 +1,13 @@
 package telemetry
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -17,13 +19,38 @@ func isPolled(r *http.Request) bool {
 	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/scenarios"
 }
 
+// HTTPOption adjusts HTTPMiddleware.
+type HTTPOption func(*httpOptions)
+
+type httpOptions struct {
+	startAttrs func(*http.Request) []attribute.KeyValue
+}
+
+// WithStartAttributes gives each SERVER span the attributes fn returns for
+// its request as the span starts, where the sampler sees them (the gateway's
+// tenant.id decides whether a priority tenant's trace is kept). Attributes set
+// once the span has started come too late for that.
+func WithStartAttributes(fn func(*http.Request) []attribute.KeyValue) HTTPOption {
+	return func(o *httpOptions) { o.startAttrs = fn }
+}
+
 // HTTPMiddleware traces and measures the requests of a chi router. Install it
 // with the router's first Use: it names each SERVER span after the matched
 // route template ("GET /api/orders/{id}"), sets http.route on the span and the
 // metrics, and answers with a W3C traceresponse header.
-func (t *Telemetry) HTTPMiddleware() func(http.Handler) http.Handler {
+func (t *Telemetry) HTTPMiddleware(opts ...HTTPOption) func(http.Handler) http.Handler {
+	var o httpOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	tp := t.TracerProvider
+	if o.startAttrs != nil {
+		// otelhttp takes only the same start options for every request; its
+		// tracer adds the request's own, handed over in the context.
+		tp = startAttrsProvider{tp}
+	}
 	otelMW := otelhttp.NewMiddleware("http.server",
-		otelhttp.WithTracerProvider(t.TracerProvider),
+		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithMeterProvider(t.MeterProvider),
 		otelhttp.WithPropagators(t.Propagator),
 		otelhttp.WithFilter(func(r *http.Request) bool { return !isPolled(r) }),
@@ -47,8 +74,40 @@ func (t *Telemetry) HTTPMiddleware() func(http.Handler) http.Handler {
 				}
 			}
 		})
-		return otelMW(inner)
+		traced := otelMW(inner)
+		if o.startAttrs == nil {
+			return traced
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !isPolled(r) {
+				if attrs := o.startAttrs(r); len(attrs) > 0 {
+					r = r.WithContext(context.WithValue(r.Context(), startAttrsKey{}, attrs))
+				}
+			}
+			traced.ServeHTTP(w, r)
+		})
 	}
+}
+
+// startAttrsKey carries a request's start attributes from HTTPMiddleware to
+// the tracer otelhttp starts the SERVER span with.
+type startAttrsKey struct{}
+
+// startAttrsProvider makes tracers that add the start attributes found in the
+// context. Only otelhttp's SERVER spans are started with them.
+type startAttrsProvider struct{ trace.TracerProvider }
+
+func (p startAttrsProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return startAttrsTracer{p.TracerProvider.Tracer(name, opts...)}
+}
+
+type startAttrsTracer struct{ trace.Tracer }
+
+func (t startAttrsTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if attrs, ok := ctx.Value(startAttrsKey{}).([]attribute.KeyValue); ok {
+		opts = append(opts, trace.WithAttributes(attrs...))
+	}
+	return t.Tracer.Start(ctx, name, opts...)
 }
 
 // serverSpanName is "METHOD /route/{template}" once the router has matched

@@ -33,7 +33,8 @@ import (
 
 // Options names the service and says where its JSON log lines go. Everything
 // else (endpoint, protocol, sampler, batching, which signals are on) comes from
-// the standard OTEL_* environment variables, read by the SDK itself.
+// the standard OTEL_* environment variables, read by the SDK itself, and the
+// sampler's priority tenants from PRIORITY_TENANTS (sampler.go).
 type Options struct {
 	ServiceName    string // default for service.name; OTEL_SERVICE_NAME wins
 	ServiceVersion string
@@ -84,6 +85,13 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 		_ = os.Setenv("OTEL_GO_X_OBSERVABILITY", "true")
 	}
 
+	// Checked first, so a wrong sampling setting stops the service before
+	// anything is built.
+	sampler, err := samplerFromEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+
 	res, err := newResource(ctx, opts)
 	if err != nil {
 		return nil, nil, err
@@ -108,16 +116,21 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	}
 	otel.SetMeterProvider(mp)
 
-	// The batch processor's limits and the sampler follow OTEL_BSP_* and
-	// OTEL_TRACES_SAMPLER(_ARG); the SDK defaults (parent-based always-on,
-	// queue 2048, batches of 512 every 5 s) are the production settings.
+	// The batch processor's limits follow OTEL_BSP_*; the SDK defaults
+	// (queue 2048, batches of 512 every 5 s) are the production settings.
+	// The sampler is the suite's (sampler.go) unless OTEL_TRACES_SAMPLER
+	// names another, which the SDK then builds itself.
 	spanExp, err := autoexport.NewSpanExporter(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("span exporter: %w", err)
 	}
 	var tp trace.TracerProvider = tracenoop.NewTracerProvider()
 	if !autoexport.IsNoneSpanExporter(spanExp) {
-		sdktp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp))
+		tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp)}
+		if sampler != nil {
+			tpOpts = append(tpOpts, sdktrace.WithSampler(sampler))
+		}
+		sdktp := sdktrace.NewTracerProvider(tpOpts...)
 		shutdowns = append(shutdowns, sdktp.Shutdown)
 		tp = sdktp
 	}

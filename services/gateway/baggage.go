@@ -9,7 +9,7 @@ import (
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
-	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Baggage travels to every service behind the gateway and into the message
@@ -32,25 +32,48 @@ var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // tenant.id) into the tenant.id member. A malformed X-Tenant-ID is refused.
 func trustedBaggage(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n := len(strings.Join(r.Header.Values("baggage"), ",")); n > maxInboundBytes {
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusRequestHeaderFieldsTooLarge, "Header too large",
-				"the baggage header is larger than W3C Baggage allows",
-				httpx.FieldError{Field: "baggage", Reason: fmt.Sprintf("must be at most %d bytes", maxInboundBytes)}))
-			return
-		}
-		tenant := r.Header.Get("X-Tenant-ID")
-		if tenant != "" && !tenantPattern.MatchString(tenant) {
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
-				httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_' or '-', the first a letter or digit"}))
+		tenant, problem := checkTenantHeaders(r.Header)
+		if problem != nil {
+			httpx.WriteProblem(w, r, problem)
 			return
 		}
 		b := filterBaggage(baggage.FromContext(r.Context()), tenant)
-		ctx := baggage.ContextWithBaggage(r.Context(), b)
-		if t := b.Member(tenantKey).Value(); t != "" {
-			trace.SpanFromContext(ctx).SetAttributes(attribute.String(tenantKey, t))
-		}
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, r.WithContext(baggage.ContextWithBaggage(r.Context(), b)))
 	})
+}
+
+// tenantAttributes is the tenant.id of the gateway's SERVER span, given as
+// the span starts so the sampler can keep a priority tenant's trace. The
+// baggage is not extracted yet at that point, so it is read from the headers
+// here, under the very rules of trustedBaggage: a request it refuses has no
+// tenant.
+func tenantAttributes(r *http.Request) []attribute.KeyValue {
+	tenant, problem := checkTenantHeaders(r.Header)
+	if problem != nil {
+		return nil
+	}
+	inbound := baggage.FromContext(propagation.Baggage{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+	if t := filterBaggage(inbound, tenant).Member(tenantKey).Value(); t != "" {
+		return []attribute.KeyValue{attribute.String(tenantKey, t)}
+	}
+	return nil
+}
+
+// checkTenantHeaders returns the request's X-Tenant-ID, or the problem to
+// refuse the request with: a baggage header larger than W3C Baggage allows,
+// or a malformed X-Tenant-ID.
+func checkTenantHeaders(h http.Header) (tenant string, problem *httpx.Problem) {
+	if n := len(strings.Join(h.Values("baggage"), ",")); n > maxInboundBytes {
+		return "", httpx.NewProblem(http.StatusRequestHeaderFieldsTooLarge, "Header too large",
+			"the baggage header is larger than W3C Baggage allows",
+			httpx.FieldError{Field: "baggage", Reason: fmt.Sprintf("must be at most %d bytes", maxInboundBytes)})
+	}
+	tenant = h.Get("X-Tenant-ID")
+	if tenant != "" && !tenantPattern.MatchString(tenant) {
+		return "", httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
+			httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_' or '-', the first a letter or digit"})
+	}
+	return tenant, nil
 }
 
 // filterBaggage keeps the allowed, well-formed members of in (without their

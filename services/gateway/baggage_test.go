@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 func TestFilterBaggage(t *testing.T) {
@@ -71,4 +78,119 @@ func TestTrustedBaggageMiddleware(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTenantAttributes: the tenant the SERVER span starts with is the one
+// trustedBaggage passes on, and a request it refuses starts with none.
+func TestTenantAttributes(t *testing.T) {
+	tests := []struct {
+		name    string
+		header  string // X-Tenant-ID
+		inbound string // W3C baggage header
+		want    string // tenant.id at start, "" for none
+	}{
+		{"nothing", "", "", ""},
+		{"header", "acme", "", "acme"},
+		{"inbound baggage", "", "tenant.id=globex", "globex"},
+		{"header wins over inbound", "acme", "tenant.id=globex", "acme"},
+		{"malformed header refused", "-acme", "tenant.id=globex", ""},
+		{"malformed inbound dropped", "", "tenant.id=%20bad%20value", ""},
+		{"oversized baggage refused", "acme", "k=" + strings.Repeat("v", 8200), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tt.header != "" {
+				r.Header.Set("X-Tenant-ID", tt.header)
+			}
+			if tt.inbound != "" {
+				r.Header.Set("baggage", tt.inbound)
+			}
+			got := ""
+			for _, kv := range tenantAttributes(r) {
+				if kv.Key == tenantKey {
+					got = kv.Value.AsString()
+				}
+			}
+			if got != tt.want {
+				t.Errorf("tenant.id at start = %q, want %q", got, tt.want)
+			}
+
+			// The same request through trustedBaggage, with the baggage as
+			// otelhttp extracts it: the tenant passed on is the same.
+			passed := ""
+			h := trustedBaggage(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				passed = baggage.FromContext(r.Context()).Member(tenantKey).Value()
+			}))
+			ctx := propagation.Baggage{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			h.ServeHTTP(httptest.NewRecorder(), r.WithContext(ctx))
+			if passed != got {
+				t.Errorf("trustedBaggage passes tenant.id %q on, the span started with %q", passed, got)
+			}
+		})
+	}
+}
+
+// TestServerSpanStartsWithTenant: the gateway's SERVER span has tenant.id
+// among its start attributes, where a sampler sees it.
+func TestServerSpanStartsWithTenant(t *testing.T) {
+	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
+		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
+	}
+	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "gateway", LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	rec := &startRecorder{}
+	tel.TracerProvider = rec
+	h := (&server{tel: tel}).routes()
+	for _, tt := range []struct{ header, want string }{{"acme", "acme"}, {"", ""}, {"-acme", ""}} {
+		r := httptest.NewRequest(http.MethodGet, "/api/nowhere", nil)
+		if tt.header != "" {
+			r.Header.Set("X-Tenant-ID", tt.header)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if got := rec.serverTenant(); got != tt.want {
+			t.Errorf("X-Tenant-ID %q: the SERVER span started with tenant.id %q, want %q", tt.header, got, tt.want)
+		}
+	}
+}
+
+// startRecorder is a tracer provider that records the tenant.id each
+// SERVER span starts with, and otherwise does nothing.
+type startRecorder struct {
+	tracenoop.TracerProvider
+	mu     sync.Mutex
+	tenant string // of the last SERVER span
+}
+
+func (p *startRecorder) Tracer(string, ...trace.TracerOption) trace.Tracer {
+	return startRecordingTracer{p.TracerProvider.Tracer(""), p}
+}
+
+func (p *startRecorder) serverTenant() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tenant
+}
+
+type startRecordingTracer struct {
+	trace.Tracer
+	p *startRecorder
+}
+
+func (t startRecordingTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if cfg := trace.NewSpanStartConfig(opts...); cfg.SpanKind() == trace.SpanKindServer {
+		tenant := ""
+		for _, kv := range cfg.Attributes() {
+			if kv.Key == tenantKey {
+				tenant = kv.Value.AsString()
+			}
+		}
+		t.p.mu.Lock()
+		t.p.tenant = tenant
+		t.p.mu.Unlock()
+	}
+	return t.Tracer.Start(ctx, name, opts...)
 }

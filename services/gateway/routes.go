@@ -5,12 +5,15 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 )
 
 // routes lists every route of the gateway, the suite's public face.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.tel.HTTPMiddleware(), httpx.TraceContext, httpx.Recover, trustedBaggage)
+	// The tenant is known when the SERVER span starts: a priority tenant's
+	// trace is always kept.
+	r.Use(s.tel.HTTPMiddleware(telemetry.WithStartAttributes(tenantAttributes)), httpx.TraceContext, httpx.Recover, trustedBaggage)
 	r.NotFound(httpx.NotFound)
 	r.MethodNotAllowed(httpx.MethodNotAllowed)
 
