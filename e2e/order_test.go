@@ -178,9 +178,12 @@ func TestGoldenTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := fmt.Sprintf(`{"customer_id":"cust-42","items":[{"sku":"FILTER-PAPER-100","quantity":%d},{"sku":"MUG-CERAMIC","quantity":1}]}`, plantedQuantity)
-	status, h, order := s.placeOrder(t, body, map[string]string{"X-Tenant-ID": "acme", "Idempotency-Key": "golden-1"})
+	status, h, order := s.placeOrder(t, body, map[string]string{"X-Tenant-ID": "acme", "Idempotency-Key": "golden-1", "X-Request-ID": "golden-req-1"})
 	if status != http.StatusCreated {
 		t.Fatalf("POST /api/orders = %d, want 201", status)
+	}
+	if got := h.Get("X-Request-ID"); got != "golden-req-1" {
+		t.Errorf("X-Request-ID answered %q, want the caller's golden-req-1", got)
 	}
 	traceID := traceIDFromHeader(t, h)
 	if order.TraceID != traceID {
@@ -233,10 +236,12 @@ func TestGoldenTrace(t *testing.T) {
 		t.Errorf("CONSUMER links = %v, want one link to the PRODUCER span %s", consume.Links, publish.SpanID)
 	}
 
-	wantAttrs(t, gwServer, map[string]string{"http.route": "/api/orders", "http.response.status_code": "201", "tenant.id": "acme"})
+	wantAttrs(t, gwServer, map[string]string{"http.route": "/api/orders", "http.response.status_code": "201", "tenant.id": "acme",
+		"http.request.header.x-request-id": "[golden-req-1]"})
 	wantAttrs(t, ordServer, map[string]string{"http.route": "/orders"})
 	wantAttrs(t, orderProcess, map[string]string{
 		"order.id": order.OrderID, "customer.id": "cust-42", "order.item_count": "2", "tenant.id": "acme",
+		"request.id": "golden-req-1",
 	})
 	wantAttrs(t, payment, map[string]string{
 		"payment.provider": "simulated", "payment.amount_cents": fmt.Sprint(order.TotalCents), "payment.currency": "EUR",
@@ -269,6 +274,7 @@ func TestGoldenTrace(t *testing.T) {
 		"messaging.system": "rabbitmq", "messaging.operation.type": "process",
 		"messaging.message.id": publish.Attrs["messaging.message.id"],
 		"tenant.id":            "acme", // from the baggage header of the message
+		"request.id":           "golden-req-1",
 		"order.id":             order.OrderID,
 		"fulfillment.outcome":  "fulfilled",
 	})

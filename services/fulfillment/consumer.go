@@ -179,6 +179,9 @@ func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d am
 	if tenant := baggage.FromContext(ctx).Member("tenant.id").Value(); tenant != "" {
 		span.SetAttributes(attribute.String("tenant.id", tenant))
 	}
+	if id := baggage.FromContext(ctx).Member("request.id").Value(); id != "" {
+		span.SetAttributes(attribute.String("request.id", id))
+	}
 	ctx, cancel := context.WithTimeout(ctx, messageTimeout)
 	defer cancel()
 

@@ -6,38 +6,66 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Baggage travels to every service behind the gateway and into the message
 // headers, so what comes from outside is untrusted: only these members pass,
 // each value checked, and the whole is capped.
 var baggageAllowlist = map[string]*regexp.Regexp{
-	tenantKey: tenantPattern,
+	tenantKey:    tenantPattern,
+	requestIDKey: requestIDPattern,
 }
 
 const (
 	tenantKey       = "tenant.id"
+	requestIDKey    = "request.id"
 	maxBaggageBytes = 512  // what the gateway passes on
 	maxInboundBytes = 8192 // what W3C Baggage allows a sender at most
 )
 
-var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+var (
+	tenantPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+)
+
+// edge is what the gateway takes from a request's own headers; each wins
+// over the same member of the inbound baggage.
+type edge struct {
+	tenant    string // X-Tenant-ID
+	requestID string // X-Request-ID
+}
 
 // trustedBaggage replaces the inbound baggage with the members the gateway
-// accepts, and turns the X-Tenant-ID header (which wins over any inbound
-// tenant.id) into the tenant.id member. A malformed X-Tenant-ID is refused.
+// accepts, and turns the X-Tenant-ID and X-Request-ID headers (which win over
+// inbound members) into the tenant.id and request.id members. A malformed
+// header is refused. Every request gets a request id, the caller's or a new
+// one, answered in X-Request-ID, so a load balancer's or a client's logs can
+// be joined with the trace.
 func trustedBaggage(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tenant, problem := checkTenantHeaders(r.Header)
+		e, problem := checkHeaders(r.Header)
 		if problem != nil {
 			httpx.WriteProblem(w, r, problem)
 			return
 		}
-		b := filterBaggage(baggage.FromContext(r.Context()), tenant)
+		b := filterBaggage(baggage.FromContext(r.Context()), e)
+		id := b.Member(requestIDKey).Value()
+		if id == "" {
+			id = uuid.NewString()
+			if m, err := baggage.NewMemberRaw(requestIDKey, id); err == nil {
+				b, _ = b.SetMember(m)
+			}
+		}
+		w.Header().Set("X-Request-ID", id)
+		if e.requestID != "" { // the header as received, under the HTTP conventions' name for it
+			trace.SpanFromContext(r.Context()).SetAttributes(attribute.StringSlice("http.request.header.x-request-id", []string{e.requestID}))
+		}
 		next.ServeHTTP(w, r.WithContext(baggage.ContextWithBaggage(r.Context(), b)))
 	})
 }
@@ -48,51 +76,58 @@ func trustedBaggage(next http.Handler) http.Handler {
 // here, under the very rules of trustedBaggage: a request it refuses has no
 // tenant.
 func tenantAttributes(r *http.Request) []attribute.KeyValue {
-	tenant, problem := checkTenantHeaders(r.Header)
+	e, problem := checkHeaders(r.Header)
 	if problem != nil {
 		return nil
 	}
 	inbound := baggage.FromContext(propagation.Baggage{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
-	if t := filterBaggage(inbound, tenant).Member(tenantKey).Value(); t != "" {
+	if t := filterBaggage(inbound, e).Member(tenantKey).Value(); t != "" {
 		return []attribute.KeyValue{attribute.String(tenantKey, t)}
 	}
 	return nil
 }
 
-// checkTenantHeaders returns the request's X-Tenant-ID, or the problem to
-// refuse the request with: a baggage header larger than W3C Baggage allows,
-// or a malformed X-Tenant-ID.
-func checkTenantHeaders(h http.Header) (tenant string, problem *httpx.Problem) {
+// checkHeaders returns the request's X-Tenant-ID and X-Request-ID, or the
+// problem to refuse the request with: a baggage header larger than W3C
+// Baggage allows, or a malformed header.
+func checkHeaders(h http.Header) (e edge, problem *httpx.Problem) {
 	if n := len(strings.Join(h.Values("baggage"), ",")); n > maxInboundBytes {
-		return "", httpx.NewProblem(http.StatusRequestHeaderFieldsTooLarge, "Header too large",
+		return edge{}, httpx.NewProblem(http.StatusRequestHeaderFieldsTooLarge, "Header too large",
 			"the baggage header is larger than W3C Baggage allows",
 			httpx.FieldError{Field: "baggage", Reason: fmt.Sprintf("must be at most %d bytes", maxInboundBytes)})
 	}
-	tenant = h.Get("X-Tenant-ID")
-	if tenant != "" && !tenantPattern.MatchString(tenant) {
-		return "", httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
+	e = edge{tenant: h.Get("X-Tenant-ID"), requestID: h.Get("X-Request-ID")}
+	if e.tenant != "" && !tenantPattern.MatchString(e.tenant) {
+		return edge{}, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
 			httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_' or '-', the first a letter or digit"})
 	}
-	return tenant, nil
+	if e.requestID != "" && !requestIDPattern.MatchString(e.requestID) {
+		return edge{}, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the request id header is malformed",
+			httpx.FieldError{Field: "X-Request-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_', ':' or '-', the first a letter or digit"})
+	}
+	return e, nil
 }
 
 // filterBaggage keeps the allowed, well-formed members of in (without their
-// properties), sets tenant when given, and drops everything if the result
+// properties), sets the members e gives, and drops everything if the result
 // would exceed maxBaggageBytes.
-func filterBaggage(in baggage.Baggage, tenant string) baggage.Baggage {
+func filterBaggage(in baggage.Baggage, e edge) baggage.Baggage {
+	set := map[string]string{tenantKey: e.tenant, requestIDKey: e.requestID}
 	var members []baggage.Member
 	for _, m := range in.Members() {
 		pattern, allowed := baggageAllowlist[m.Key()]
-		if !allowed || !pattern.MatchString(m.Value()) || (m.Key() == tenantKey && tenant != "") {
+		if !allowed || !pattern.MatchString(m.Value()) || set[m.Key()] != "" {
 			continue
 		}
 		if clean, err := baggage.NewMemberRaw(m.Key(), m.Value()); err == nil {
 			members = append(members, clean)
 		}
 	}
-	if tenant != "" {
-		if m, err := baggage.NewMemberRaw(tenantKey, tenant); err == nil {
-			members = append(members, m)
+	for _, key := range []string{tenantKey, requestIDKey} {
+		if v := set[key]; v != "" {
+			if m, err := baggage.NewMemberRaw(key, v); err == nil {
+				members = append(members, m)
+			}
 		}
 	}
 	out, err := baggage.New(members...)

@@ -36,7 +36,7 @@ func TestFilterBaggage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in, _ := baggage.Parse(tt.inbound)
-			got := filterBaggage(in, tt.tenant)
+			got := filterBaggage(in, edge{tenant: tt.tenant})
 			if v := got.Member(tenantKey).Value(); v != tt.want {
 				t.Errorf("tenant.id = %q, want %q", v, tt.want)
 			}
@@ -193,4 +193,54 @@ func (t startRecordingTracer) Start(ctx context.Context, name string, opts ...tr
 		t.p.mu.Unlock()
 	}
 	return t.Tracer.Start(ctx, name, opts...)
+}
+
+// TestRequestID: every request gets a request id, answered in X-Request-ID
+// and passed on as the request.id member: the caller's header, else a valid
+// inbound member, else a new one. A malformed header is refused.
+func TestRequestID(t *testing.T) {
+	var seen baggage.Baggage
+	h := trustedBaggage(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		seen = baggage.FromContext(r.Context())
+	}))
+	serve := func(header, inbound string) *httptest.ResponseRecorder {
+		seen = baggage.Baggage{}
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if header != "" {
+			r.Header.Set("X-Request-ID", header)
+		}
+		if inbound != "" {
+			r.Header.Set("baggage", inbound)
+		}
+		ctx := propagation.Baggage{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r.WithContext(ctx))
+		return w
+	}
+
+	for _, tt := range []struct{ name, header, inbound, want string }{
+		{"header", "req-42:a.b_c", "", "req-42:a.b_c"},
+		{"header wins over inbound", "req-42", "request.id=other", "req-42"},
+		{"valid inbound member", "", "request.id=edge-7", "edge-7"},
+	} {
+		w := serve(tt.header, tt.inbound)
+		if got := w.Header().Get("X-Request-ID"); got != tt.want || seen.Member(requestIDKey).Value() != tt.want {
+			t.Errorf("%s: answered %q, passed on %q; want %q for both", tt.name, got, seen.Member(requestIDKey).Value(), tt.want)
+		}
+	}
+
+	first, second := serve("", "").Header().Get("X-Request-ID"), serve("", "request.id=%20bad").Header().Get("X-Request-ID")
+	if !requestIDPattern.MatchString(first) || !requestIDPattern.MatchString(second) || first == second {
+		t.Errorf("new request ids %q and %q: want two different, valid ids", first, second)
+	}
+	if seen.Member(requestIDKey).Value() != second {
+		t.Errorf("passed on request.id %q, answered %q", seen.Member(requestIDKey).Value(), second)
+	}
+
+	for _, bad := range []string{"has space", "semi;colon", strings.Repeat("x", 65), "-leading-dash"} {
+		w := serve(bad, "")
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "X-Request-ID") {
+			t.Errorf("X-Request-ID %q: %d %s, want 400 naming the header", bad, w.Code, w.Body)
+		}
+	}
 }

@@ -163,6 +163,9 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest, idem *I
 	if tenant != "" {
 		span.SetAttributes(attribute.String("tenant.id", tenant))
 	}
+	if id := baggage.FromContext(ctx).Member("request.id").Value(); id != "" {
+		span.SetAttributes(attribute.String("request.id", id))
+	}
 	defer func() {
 		recordError(span, err)
 		span.End()
