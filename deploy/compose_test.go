@@ -130,14 +130,16 @@ func TestComposeMemory(t *testing.T) {
 }
 
 // The suite's services take only the six contract variables of the README's
-// configuration table (and the workshop's scenarios file), and the standard
+// configuration table (and the project's own additions below), and the standard
 // OTEL_* ones, and send their telemetry to the collector.
 func TestComposeServiceConfiguration(t *testing.T) {
 	p := loadCompose(t)
 	allowed := map[string]bool{"HTTP_ADDR": true, "ORDERS_URL": true, "DATABASE_URL": true, "REDIS_URL": true, "AMQP_URL": true, "LOG_LEVEL": true}
-	// Beyond the contract, one addition of the project's own: the workshop's
-	// scenarios file (README's variable table, docs/workshop).
+	// Beyond the contract, additions of the project's own, each in the
+	// README's variable table: the workshop's scenarios file (docs/workshop)
+	// and the priority sampler's tenants (docs/design.md, "Sampling").
 	allowed["SCENARIOS_FILE"] = true
+	allowed["PRIORITY_TENANTS"] = true
 	wantPorts := map[string][]uint32{
 		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
 		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672, 15692}, "postgres": {5432}, "redis": {6379},

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"compress/gzip"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -84,6 +85,31 @@ type point struct {
 
 func newReceiver(t *testing.T) *receiver {
 	r := &receiver{}
+	srv := httptest.NewServer(r.handler())
+	t.Cleanup(srv.Close)
+	r.URL = srv.URL
+	return r
+}
+
+// newTLSReceiver is newReceiver served over TLS with a certificate and its
+// key (PEM files), as the backends of the secure stack serve the collector.
+func newTLSReceiver(t *testing.T, certFile, keyFile string) *receiver {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &receiver{}
+	srv := httptest.NewUnstartedServer(r.handler())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	r.URL = srv.URL
+	return r
+}
+
+// handler serves the OTLP/HTTP paths of the three signals.
+func (r *receiver) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/traces", func(w http.ResponseWriter, req *http.Request) {
 		var msg coltrace.ExportTraceServiceRequest
@@ -109,10 +135,7 @@ func newReceiver(t *testing.T) *receiver {
 		r.addMetrics(&msg)
 		reply(w, &colmetrics.ExportMetricsServiceResponse{})
 	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	r.URL = srv.URL
-	return r
+	return mux
 }
 
 func decode(w http.ResponseWriter, req *http.Request, msg proto.Message) bool {

@@ -1,0 +1,79 @@
+// Command certs writes what the secure telemetry path needs (make certs;
+// docs/workshop/19-secure-telemetry.md): a local CA, a server certificate for
+// the collector and each backend, a client certificate for each service, and
+// each service's credential for the collector's basicauth extension.
+//
+//	go run ./deploy/cmd/certs -dir deploy/certs
+//
+// Run again, it keeps every file that is still good, so running services and
+// the collector go on trusting each other; it prints one line per file.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// A file is replaced once it has less than renewBefore left to live.
+const renewBefore = 30 * 24 * time.Hour
+
+// servers are the TLS servers of the stack: the file name, and the compose
+// service name it answers to (besides localhost).
+var servers = []struct{ file, host string }{
+	{"collector", "otel-collector"},
+	{"tempo", "tempo"},
+	{"loki", "loki"},
+	{"prometheus", "prometheus"},
+	{"jaeger", "jaeger"},
+}
+
+// clients are the services that export to the collector: each gets a client
+// certificate and a basicauth credential under its own name.
+var clients = []string{"gateway", "orders", "fulfillment"}
+
+func main() {
+	dir := flag.String("dir", "deploy/certs", "the directory to write the certificates and credentials to")
+	flag.Parse()
+	if err := run(*dir, os.Stdout, time.Now()); err != nil {
+		fmt.Fprintln(os.Stderr, "certs:", err)
+		os.Exit(1)
+	}
+}
+
+// run brings dir up to date at time now, reporting each file to out.
+func run(dir string, out io.Writer, now time.Time) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ca, err := ensureCA(dir, out, now)
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		if err := ensureLeaf(dir, out, now, ca, serverLeaf(s.file, s.host)); err != nil {
+			return err
+		}
+	}
+	for _, name := range clients {
+		if err := ensureLeaf(dir, out, now, ca, clientLeaf(name)); err != nil {
+			return err
+		}
+	}
+	return ensureCredentials(dir, out, clients)
+}
+
+// report prints one file's fate: kept, or created (and why, when a file was
+// there and is replaced).
+func report(out io.Writer, path string, kept bool, why error) {
+	switch {
+	case kept:
+		fmt.Fprintf(out, "kept     %s\n", path)
+	case why != nil && !os.IsNotExist(why):
+		fmt.Fprintf(out, "created  %s (replaced: %v)\n", path, why)
+	default:
+		fmt.Fprintf(out, "created  %s\n", path)
+	}
+}
