@@ -269,3 +269,25 @@ func report(r benchResult) string {
 		r.SpansStarted, r.SpansExported, r.SpansDropped, r.Complete)
 	return b.String()
 }
+
+// TestBenchSQLComments measures what SQL_COMMENTS costs the whole suite:
+// saturation with tracing on, exporting straight to the backend (as "direct"
+// above), comments off then on, benchReps times, alternated so that a shared
+// machine's drift weighs on both. It runs in `make bench`; alone:
+//
+//	go test -tags bench -run TestBenchSQLComments -count=1 -v -timeout 30m ./e2e
+func TestBenchSQLComments(t *testing.T) {
+	with := func(t *testing.T, comments string) *stack {
+		return startStack(t, map[string]string{"LOG_LEVEL": "info", "OTEL_BSP_SCHEDULE_DELAY": "5000",
+			"OTEL_BLRP_SCHEDULE_DELAY": "1000", "OTEL_METRIC_EXPORT_INTERVAL": "60000", "SQL_COMMENTS": comments})
+	}
+	var off, on []int
+	for rep := range benchReps {
+		t.Run(fmt.Sprintf("saturation-%d", rep+1), func(t *testing.T) {
+			t.Run("comments-off", func(t *testing.T) { off = append(off, saturation(t, with(t, "false"))) })
+			t.Run("comments-on", func(t *testing.T) { on = append(on, saturation(t, with(t, "true"))) })
+		})
+	}
+	t.Logf("\n| SQL_COMMENTS | saturation, orders/s (runs) | median |\n|---|---|---|\n| false | %v | %.0f |\n| true | %v | %.0f |\n\nratio on/off: %.2f",
+		off, median(off), on, median(on), median(on)/median(off))
+}

@@ -17,6 +17,9 @@ type Config struct {
 	HTTPAddr        string          `env:"HTTP_ADDR, default=:8082"`
 	config.Backends                 // DATABASE_URL, REDIS_URL, AMQP_URL
 	LogLevel        config.LogLevel `env:"LOG_LEVEL, default=info"`
+	// SQLComments appends each statement's traceparent to its SQL text, so
+	// pg_stat_activity and PostgreSQL's log point at the trace.
+	SQLComments bool `env:"SQL_COMMENTS, default=false"`
 
 	// The workshop's scenarios (docs/workshop): SCENARIOS_FILE, SCENARIOS_POLL.
 	Scenarios scenario.Config
@@ -64,6 +67,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(append(c.Backends.LogAttrs(),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.Level().String()),
+		slog.Bool("sql_comments", c.SQLComments),
 		slog.Int("prefetch", c.Prefetch),
 		slog.Int("workers", c.Workers),
 		slog.Int("max_attempts", c.MaxAttempts),

@@ -12,7 +12,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != ":8082" || cfg.MaxAttempts != 3 || cfg.Workers > cfg.Prefetch {
+	if cfg.HTTPAddr != ":8082" || cfg.MaxAttempts != 3 || cfg.Workers > cfg.Prefetch || cfg.SQLComments {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	tests := []struct {
@@ -26,6 +26,7 @@ func TestLoadConfig(t *testing.T) {
 		{"unbounded attempts", map[string]string{"FULFILLMENT_MAX_ATTEMPTS": "0"}, "FULFILLMENT_MAX_ATTEMPTS"},
 		{"backoff not a duration", map[string]string{"FULFILLMENT_RETRY_BACKOFF": "5"}, "FULFILLMENT_RETRY_BACKOFF"},
 		{"amqp url without host", map[string]string{"AMQP_URL": "amqp:///"}, "AMQP_URL"},
+		{"sql comments not a boolean", map[string]string{"SQL_COMMENTS": "sometimes"}, "SQL_COMMENTS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -31,7 +31,7 @@ var (
 // order fulfilled (or failed, when the stock ran out since the order was
 // placed), in one transaction that also records the message as processed.
 type Fulfiller struct {
-	pool    *pgxpool.Pool
+	pool    *instrumented.Pool
 	rdb     *redis.Client
 	cacheDB string // the database name that namespaces orders' cache keys
 	tracer  trace.Tracer
@@ -40,7 +40,7 @@ type Fulfiller struct {
 }
 
 // newFulfiller makes a Fulfiller and its metric.
-func newFulfiller(pool *pgxpool.Pool, rdb *redis.Client, tel *telemetry.Telemetry, flags scenario.Switches) (*Fulfiller, error) {
+func newFulfiller(pool *instrumented.Pool, rdb *redis.Client, tel *telemetry.Telemetry, flags scenario.Switches) (*Fulfiller, error) {
 	delay, err := tel.MeterProvider.Meter("github.com/ordertrace/ordertrace/services/fulfillment").Float64Histogram(
 		"fulfillment.order.delay",
 		metric.WithUnit("s"),

@@ -7,16 +7,16 @@ import (
 	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 )
 
 // server is fulfillment's health and admin HTTP server.
 type server struct {
 	tel      *telemetry.Telemetry
-	pool     *pgxpool.Pool
+	pool     *instrumented.Pool
 	consumer *Consumer
 	flags    scenario.Switches
 	ready    atomic.Bool

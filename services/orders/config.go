@@ -17,6 +17,9 @@ type Config struct {
 	HTTPAddr        string          `env:"HTTP_ADDR, default=:8081"`
 	config.Backends                 // DATABASE_URL, REDIS_URL, AMQP_URL
 	LogLevel        config.LogLevel `env:"LOG_LEVEL, default=info"`
+	// SQLComments appends each statement's traceparent to its SQL text, so
+	// pg_stat_activity and PostgreSQL's log point at the trace.
+	SQLComments bool `env:"SQL_COMMENTS, default=false"`
 
 	// The simulated payment provider: how long a charge takes, and the share
 	// of charges it declines (0 to 1).
@@ -60,6 +63,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(append(c.Backends.LogAttrs(),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.Level().String()),
+		slog.Bool("sql_comments", c.SQLComments),
 		slog.String("payment_latency", c.PaymentLatency.String()),
 		slog.Float64("payment_failure_rate", c.PaymentFailureRate),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),

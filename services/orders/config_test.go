@@ -12,7 +12,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != ":8081" || cfg.PaymentFailureRate != 0 {
+	if cfg.HTTPAddr != ":8081" || cfg.PaymentFailureRate != 0 || cfg.SQLComments {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	if logged := cfg.LogValue().String(); strings.Contains(logged, "s3cret") {
@@ -31,6 +31,7 @@ func TestLoadConfig(t *testing.T) {
 		{"failure rate above 1", map[string]string{"PAYMENT_FAILURE_RATE": "1.5"}, "PAYMENT_FAILURE_RATE"},
 		{"failure rate not a number", map[string]string{"PAYMENT_FAILURE_RATE": "often"}, "PAYMENT_FAILURE_RATE"},
 		{"negative latency", map[string]string{"PAYMENT_LATENCY": "-1s"}, "PAYMENT_LATENCY"},
+		{"sql comments not a boolean", map[string]string{"SQL_COMMENTS": "sometimes"}, "SQL_COMMENTS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

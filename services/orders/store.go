@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 )
@@ -50,12 +49,12 @@ type OrderItem struct {
 
 // Store is the orders service's PostgreSQL access.
 type Store struct {
-	pool *pgxpool.Pool
+	pool *instrumented.Pool
 }
 
 // openStore connects to PostgreSQL through the instrumented pool.
-func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry) (*Store, error) {
-	pool, err := instrumented.Postgres(ctx, databaseURL, tel)
+func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry, sqlComments bool) (*Store, error) {
+	pool, err := instrumented.Postgres(ctx, databaseURL, tel, sqlComments)
 	if err != nil {
 		return nil, err
 	}

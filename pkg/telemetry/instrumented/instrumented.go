@@ -20,12 +20,26 @@ import (
 )
 
 // Postgres opens a connection pool whose queries become CLIENT spans (with
-// the SQL text, never its parameters) and whose pool statistics become metrics.
-func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry) (*pgxpool.Pool, error) {
+// the SQL text, never its parameters) and whose pool statistics become
+// metrics. With sqlComments, each statement also carries its span's
+// traceparent in a SQL comment (see Pool).
+func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry, sqlComments bool) (*Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
+	if sqlComments {
+		runCommented(cfg)
+	}
+	pool, err := openPostgres(ctx, cfg, tel)
+	if err != nil {
+		return nil, err
+	}
+	return &Pool{Pool: pool, comments: sqlComments}, nil
+}
+
+// openPostgres opens the pool of cfg, traced.
+func openPostgres(ctx context.Context, cfg *pgxpool.Config, tel *telemetry.Telemetry) (*pgxpool.Pool, error) {
 	cfg.ConnConfig.Tracer = &pgTracer{
 		Tracer: otelpgx.NewTracer(
 			otelpgx.WithTracerProvider(tel.TracerProvider),

@@ -25,7 +25,7 @@ func TestPoolWaitIsASpan(t *testing.T) {
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
 		MeterProvider:  metricnoop.NewMeterProvider(),
 	}
-	pool, err := Postgres(t.Context(), url+"&pool_max_conns=1", tel)
+	pool, err := Postgres(t.Context(), url+"&pool_max_conns=1", tel, false)
 	if err == nil {
 		err = pool.Ping(t.Context())
 	}
