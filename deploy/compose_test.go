@@ -136,10 +136,12 @@ func TestComposeServiceConfiguration(t *testing.T) {
 	p := loadCompose(t)
 	allowed := map[string]bool{"HTTP_ADDR": true, "ORDERS_URL": true, "DATABASE_URL": true, "REDIS_URL": true, "AMQP_URL": true, "LOG_LEVEL": true}
 	// Beyond the contract, additions of the project's own, each in the
-	// README's variable table: the workshop's scenarios file (docs/workshop)
-	// and the priority sampler's tenants (docs/design.md, "Sampling").
+	// README's variable table: the workshop's scenarios file (docs/workshop),
+	// the priority sampler's tenants (docs/design.md, "Sampling") and the
+	// switch of SQL comments.
 	allowed["SCENARIOS_FILE"] = true
 	allowed["PRIORITY_TENANTS"] = true
+	allowed["SQL_COMMENTS"] = true
 	wantPorts := map[string][]uint32{
 		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
 		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672, 15692}, "postgres": {5432}, "redis": {6379},
