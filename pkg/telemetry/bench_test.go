@@ -112,3 +112,32 @@ type discardLogs struct{}
 func (discardLogs) Export(context.Context, []sdklog.Record) error { return nil }
 func (discardLogs) Shutdown(context.Context) error                { return nil }
 func (discardLogs) ForceFlush(context.Context) error              { return nil }
+
+// BenchmarkRootSampler is one root span with tenant.id started and ended
+// under the SDK's parentbased_traceidratio and under the suite's priority
+// sampler (the same ratio, one priority tenant), so the price of the
+// priority check and of recording sampling.reason reads off side by side.
+func BenchmarkRootSampler(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+		tenant  string
+	}{
+		{"sdk-parentbased-ratio", sdktrace.ParentBased(sdktrace.TraceIDRatioBased(1)), "acme"},
+		{"priority-ratio-tenant", newPrioritySampler(1, []string{"globex"}), "acme"},
+		{"priority-priority-tenant", newPrioritySampler(1, []string{"acme"}), "acme"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(tc.sampler), sdktrace.WithBatcher(discardExporter{}))
+			b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+			tracer := tp.Tracer("bench")
+			ctx := context.Background()
+			start := trace.WithAttributes(tenantIDKey.String(tc.tenant))
+			b.ReportAllocs()
+			for b.Loop() {
+				_, span := tracer.Start(ctx, "POST /api/orders", trace.WithSpanKind(trace.SpanKindServer), start)
+				span.End()
+			}
+		})
+	}
+}
