@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,8 +27,9 @@ import (
 
 // TestBenchSecureExport measures what the secure telemetry path costs per
 // export: the same OTLP/HTTP request (one batch of 512 spans, the SDK's
-// default batch) sent to the real collector plain, and over TLS with a client
-// certificate and a Basic credential (config.yaml + secure.yaml). Each mode
+// default batch) sent to the real collector plain, over TLS with a client
+// certificate and a Basic credential (config.yaml + secure.yaml), and so again
+// gzipped by the sender for each request, as the secure profile's SDKs do. Each mode
 // runs three times, interleaved; the figures are the collector's CPU time per
 // batch (from /proc), this process's (the sender, and the in-test backends the
 // collector exports to, over TLS too in the secure mode), and the wall time
@@ -63,10 +65,21 @@ func TestBenchSecureExport(t *testing.T) {
 	plainClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}
 
 	type figures struct{ collectorCPU, senderCPU, wall time.Duration }
-	run := func(client *http.Client, url string, pid int, header map[string]string) figures {
+	run := func(client *http.Client, url string, pid int, header map[string]string, gz bool) figures {
 		send := func() {
-			req, _ := http.NewRequest(http.MethodPost, url+"/v1/traces", bytes.NewReader(body))
+			payload := body
+			if gz {
+				var buf bytes.Buffer
+				w := gzip.NewWriter(&buf)
+				_, _ = w.Write(body)
+				_ = w.Close()
+				payload = buf.Bytes()
+			}
+			req, _ := http.NewRequest(http.MethodPost, url+"/v1/traces", bytes.NewReader(payload))
 			req.Header.Set("Content-Type", "application/x-protobuf")
+			if gz {
+				req.Header.Set("Content-Encoding", "gzip")
+			}
 			for k, v := range header {
 				req.Header.Set(k, v)
 			}
@@ -91,10 +104,12 @@ func TestBenchSecureExport(t *testing.T) {
 		}
 	}
 
-	var plainRuns, secureRuns []figures
+	var plainRuns, secureRuns, gzipRuns []figures
+	credential := map[string]string{name: value}
 	for range 3 {
-		plainRuns = append(plainRuns, run(plainClient, plain.OTLPHTTP, plainPID, nil))
-		secureRuns = append(secureRuns, run(tlsClient, secure.HTTP, securePID, map[string]string{name: value}))
+		plainRuns = append(plainRuns, run(plainClient, plain.OTLPHTTP, plainPID, nil, false))
+		secureRuns = append(secureRuns, run(tlsClient, secure.HTTP, securePID, credential, false))
+		gzipRuns = append(gzipRuns, run(tlsClient, secure.HTTP, securePID, credential, true))
 	}
 	med := func(runs []figures, pick func(figures) time.Duration) time.Duration {
 		v := make([]int, len(runs))
@@ -104,7 +119,8 @@ func TestBenchSecureExport(t *testing.T) {
 		return time.Duration(median(v))
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "\n| per batch of %d spans (median of 3 × %d) | plain | mTLS + Basic | ratio |\n|---|---|---|---|\n", batchSpans, batches)
+	fmt.Fprintf(&table, "\n| per batch of %d spans (%d KiB; median of 3 × %d) | plain | mTLS + Basic | ratio | mTLS + Basic + gzip | ratio |\n|---|---|---|---|---|---|\n",
+		batchSpans, len(body)>>10, batches)
 	for _, row := range []struct {
 		name string
 		pick func(figures) time.Duration
@@ -113,11 +129,12 @@ func TestBenchSecureExport(t *testing.T) {
 		{"test process CPU (sender and backends)", func(f figures) time.Duration { return f.senderCPU }},
 		{"wall time", func(f figures) time.Duration { return f.wall }},
 	} {
-		p, s := med(plainRuns, row.pick), med(secureRuns, row.pick)
-		if p <= 0 || s <= 0 {
-			t.Fatalf("%s: plain %s, secure %s: nothing measured", row.name, p, s)
+		p, s, g := med(plainRuns, row.pick), med(secureRuns, row.pick), med(gzipRuns, row.pick)
+		if p <= 0 || s <= 0 || g <= 0 {
+			t.Fatalf("%s: plain %s, secure %s, secure with gzip %s: nothing measured", row.name, p, s, g)
 		}
-		fmt.Fprintf(&table, "| %s | %s | %s | %.2f |\n", row.name, p.Round(time.Microsecond), s.Round(time.Microsecond), float64(s)/float64(p))
+		fmt.Fprintf(&table, "| %s | %s | %s | %.2f | %s | %.2f |\n", row.name, p.Round(time.Microsecond),
+			s.Round(time.Microsecond), float64(s)/float64(p), g.Round(time.Microsecond), float64(g)/float64(p))
 	}
 	t.Log(table.String())
 }

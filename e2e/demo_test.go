@@ -16,6 +16,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,20 +46,26 @@ const (
 // The ports a stopped demo must have let go of.
 var demoPorts = []string{"8080", "8081", "8082", "4317", "4318", "1777", "8888", "13133", "13134", "14318", "16685", "16686"}
 
-func TestDemo(t *testing.T) {
+// demoPortsFree fails the test if the demo's ports are taken.
+func demoPortsFree(t *testing.T) {
+	t.Helper()
 	for _, port := range demoPorts {
 		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
 			c.Close()
 			t.Fatalf("port %s is taken: stop whatever runs there (a make demo?) before this test", port)
 		}
 	}
+}
+
+func TestDemo(t *testing.T) {
+	demoPortsFree(t)
 	variants := []struct{ name, target string }{{"make up", "up"}, {"make demo", "demo"}, {"make run", "run"}}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
 			e := newEnv(t)
 			scenarios := filepath.Join(t.TempDir(), "scenarios.json")
 			began := time.Now()
-			demo := startDemo(t, v.target, e, scenarios)
+			demo := startDemo(t, v.target, e, scenarios, "SECURE=")
 			waitUntil(t, 5*time.Minute, "the gateway's /readyz (make "+v.target+")", func() (bool, error) {
 				if demo.exited() {
 					t.Fatalf("make %s exited (%v) before the gateway was ready", v.target, demo.err)
@@ -83,20 +91,121 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// TestDemoSecure: SECURE=1 make demo, as the README shows it. One order's
+// trace reaches Jaeger through the secure path (services ─TLS, client
+// certificate, credential─▶ collector ─TLS─▶ Jaeger), while the collector's
+// OTLP/HTTP port refuses plain http, a TLS client without a certificate,
+// and a certificate without a credential. No credential or key is in the
+// demo's output or logs.
+func TestDemoSecure(t *testing.T) {
+	demoPortsFree(t)
+	e := newEnv(t)
+	certs := t.TempDir() // CERTS_DIR: the user's deploy/certs stays as it is
+	began := time.Now()
+	demo := startDemo(t, "demo", e, filepath.Join(t.TempDir(), "scenarios.json"), "SECURE=1", "CERTS_DIR="+certs)
+	waitUntil(t, 5*time.Minute, "the gateway's /readyz (SECURE=1 make demo)", func() (bool, error) {
+		if demo.exited() {
+			t.Fatalf("SECURE=1 make demo exited (%v) before the gateway was ready", demo.err)
+		}
+		return httpOK(demoGateway + "/readyz")
+	})
+	t.Logf("SECURE=1 make demo: ready in %s", time.Since(began).Round(100*time.Millisecond))
+	// The banner follows the gateway's readiness: the user is told the path is secure.
+	waitUntil(t, time.Minute, "SECURE=1 make demo to say that the telemetry path is secure", func() (bool, error) {
+		return strings.Contains(demo.output(), "the telemetry path is secure"), nil
+	})
+
+	status, traceID := demoOrder(t)
+	if status != http.StatusCreated {
+		t.Fatalf("order: status %d, want 201", status)
+	}
+	var spans int
+	waitUntil(t, 2*time.Minute, "the order's trace from all three services in Jaeger", func() (bool, error) {
+		n, services, err := jaegerTrace(traceID)
+		spans = n
+		return len(services) == 3 && n >= 15, err
+	})
+	t.Logf("the order's trace reached Jaeger over TLS: %d spans from gateway, orders and fulfillment", spans)
+
+	collectorRefuses(t, certs)
+	demo.terminate(t)
+
+	logged := demo.output()
+	for _, f := range []string{"gateway", "orders", "fulfillment", "collector", "jaeger"} {
+		b, _ := os.ReadFile("../bin/demo/" + f + ".log")
+		logged += string(b)
+	}
+	for _, secret := range certSecrets(t, certs) {
+		if strings.Contains(logged, secret) {
+			t.Error("a credential or a private key is in the demo's output or logs") // never the secret itself
+			break
+		}
+	}
+}
+
+// collectorRefuses knocks on the demo collector's OTLP/HTTP port the wrong
+// ways: plain http, TLS without a client certificate, and a client
+// certificate without a credential. None gets its spans in.
+func collectorRefuses(t *testing.T, certs string) {
+	t.Helper()
+	const traces = "127.0.0.1:4318/v1/traces"
+	post := func(c *http.Client, url string) (int, error) {
+		resp, err := c.Post(url, "application/x-protobuf", strings.NewReader(""))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if status, err := post(testClient, "http://"+traces); err == nil && status/100 == 2 {
+		t.Errorf("plain http to the collector: %d, want a refusal", status)
+	} else {
+		t.Logf("plain http to the collector: refused (%d, %v)", status, err)
+	}
+
+	pem, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	client := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs},
+		}}
+	}
+	if status, err := post(client(), "https://"+traces); err == nil {
+		t.Errorf("https without a client certificate: %d, want the handshake refused", status)
+	} else {
+		t.Logf("https without a client certificate: refused (%v)", err)
+	}
+	orders, err := tls.LoadX509KeyPair(filepath.Join(certs, "orders.crt"), filepath.Join(certs, "orders.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, err := post(client(orders), "https://"+traces); err != nil || status != http.StatusUnauthorized {
+		t.Errorf("orders' certificate without its credential: %d, %v; want 401", status, err)
+	} else {
+		t.Logf("a client certificate without a credential: refused (%d)", status)
+	}
+}
+
 // demo is one `make <target>` running in a pseudo-terminal (script(1)), as
 // if typed in a shell.
 type demo struct {
 	cmd       *exec.Cmd
 	stdin     io.WriteCloser
-	out       *lockedBuffer
+	out       *outputBuffer
 	done      chan struct{} // closed when make has exited, with err set
 	err       error
 	hasDocker bool
 }
 
-func startDemo(t *testing.T, target string, e *env, scenarios string) *demo {
+// startDemo runs make target in a pseudo-terminal; vars are added to the
+// environment it runs in.
+func startDemo(t *testing.T, target string, e *env, scenarios string, vars ...string) *demo {
 	t.Helper()
-	d := &demo{out: &lockedBuffer{}, done: make(chan struct{})}
+	d := &demo{out: &outputBuffer{}, done: make(chan struct{})}
 	d.hasDocker = exec.Command("docker", "info").Run() == nil
 	if d.hasDocker && target == "up" {
 		t.Log("this machine has a Docker engine: make up would start the compose stack, so it runs make demo instead")
@@ -108,6 +217,7 @@ func startDemo(t *testing.T, target string, e *env, scenarios string) *demo {
 		"DATABASE_URL="+e.DatabaseURL, "AMQP_URL="+e.AMQPURL, "REDIS_URL="+redisURL, "SCENARIOS_FILE="+scenarios,
 		"OTEL_EXPORTER_OTLP_ENDPOINT=", // make run: export off, as for a user who set nothing
 	)
+	d.cmd.Env = append(d.cmd.Env, vars...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	var err error
 	d.stdin, err = d.cmd.StdinPipe()
@@ -125,7 +235,16 @@ func startDemo(t *testing.T, target string, e *env, scenarios string) *demo {
 		select {
 		case <-d.done:
 		default:
-			_ = d.cmd.Process.Kill()
+			// Stopped as a supervisor would, so that no program of the demo
+			// outlives the test and holds its ports.
+			if pid := runLocalPID(); pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+			select {
+			case <-d.done:
+			case <-time.After(time.Minute):
+				_ = d.cmd.Process.Kill()
+			}
 			t.Errorf("make %s was still running at the end of the test; its output:\n%s", target, d.output())
 		}
 		if t.Failed() {
@@ -161,17 +280,31 @@ func (d *demo) interrupt(t *testing.T) {
 	d.stopped(t, "Ctrl-C")
 }
 
+// runLocalPID is the PID bin/run-local.pid holds, if it is run-local.sh's
+// (a stale file may name another program by now), else 0.
+func runLocalPID() int {
+	raw, err := os.ReadFile("../bin/run-local.pid")
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return 0
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte("run-local.sh")) {
+		return 0
+	}
+	return pid
+}
+
 // terminate sends SIGTERM to the script whose PID bin/run-local.pid holds:
 // the same orderly stop, and make exits 0.
 func (d *demo) terminate(t *testing.T) {
 	t.Helper()
-	raw, err := os.ReadFile("../bin/run-local.pid")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		t.Fatalf("bin/run-local.pid: %v", err)
+	pid := runLocalPID()
+	if pid == 0 {
+		t.Fatal("bin/run-local.pid names no running run-local.sh")
 	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM to %d: %v", pid, err)
@@ -443,19 +576,19 @@ func demoOrder(t *testing.T) (int, string) {
 	return resp.StatusCode, answer.TraceID
 }
 
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
+// outputBuffer collects a process's output while the test reads it.
+type outputBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *outputBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *outputBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -7,6 +7,12 @@
 #                       collector on deploy/otel-collector/config.yaml, and
 #                       Jaeger v2 with a trace UI on :16686
 #
+# With SECURE=1 the demo's telemetry path is the secure profile's: every hop
+# over TLS, the collector's OTLP ports TLS only and closed to a client
+# without a certificate of the suite's CA and its own credential. The
+# certificates and credentials are written (or kept) in CERTS_DIR (default
+# deploy/certs, git-ignored) by deploy/cmd/certs, as make certs does.
+#
 # Backing services come from DATABASE_URL, REDIS_URL and AMQP_URL (the
 # Makefile's defaults are the machine's own); the database is created if it
 # is missing. The services watch SCENARIOS_FILE (default: the untracked
@@ -39,6 +45,15 @@ esac
 export DATABASE_URL REDIS_URL AMQP_URL
 export SCENARIOS_FILE=${SCENARIOS_FILE:-$PWD/deploy/scenarios/scenarios.json}
 say() { echo "ordertrace: $*" >&2; }
+case ${SECURE:-} in
+'' | 0) secure= ;;
+1) secure=1 ;;
+*) echo "SECURE=$SECURE: use 1, or leave it unset" >&2 && exit 2 ;;
+esac
+if [ -n "$secure" ] && [ "$mode" != demo ]; then
+	say "SECURE=1 is for make demo (and make up): make run exports where the OTEL_* variables say"
+	secure=
+fi
 
 db=${DATABASE_URL##*/}
 db=${db%%\?*}
@@ -54,6 +69,20 @@ run() {
 	shift 2
 	"$@" >"$log" 2>&1 &
 	names+=("$name") pids+=($!)
+}
+
+# as_service NAME CMD...: runs CMD (in place of the shell) as the service
+# NAME. In the secure demo, that gives it, and only it, its own client
+# certificate and credential, through the SDK's standard variables; they are
+# never written to a log or a command line.
+as_service() {
+	local name=$1
+	shift
+	if [ -n "$secure" ]; then
+		OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=$CERTS_DIR/$name.crt OTEL_EXPORTER_OTLP_CLIENT_KEY=$CERTS_DIR/$name.key \
+			OTEL_EXPORTER_OTLP_HEADERS=$(<"$CERTS_DIR/$name.headers") exec "$@"
+	fi
+	exec "$@"
 }
 
 # ready NAME URL: waits until URL answers 2xx, or fails if NAME has exited.
@@ -93,7 +122,8 @@ stop() {
 		fi
 		wait "${pids[i]}" 2>/dev/null || true
 	done
-	rm -f bin/run-local.pid
+	# Only our own: a second run that failed to start leaves the first's.
+	[ "$(cat bin/run-local.pid 2>/dev/null)" != $$ ] || rm -f bin/run-local.pid
 }
 trap 'say "stopping"; stop; say "stopped"; exit 0' INT TERM
 trap 'stop' EXIT
@@ -101,24 +131,37 @@ trap 'stop' EXIT
 if [ "$mode" = demo ]; then
 	logs=bin/demo
 	mkdir -p "$logs"
+	scheme=http jaeger_secure=() collector_secure=()
+	if [ -n "$secure" ]; then
+		CERTS_DIR=${CERTS_DIR:-$PWD/deploy/certs}
+		export CERTS_DIR # the secure overlays read their files from here
+		# What it created or replaced; the files it kept go unsaid.
+		go run ./deploy/cmd/certs -dir "$CERTS_DIR" | sed -n '/^kept /!s/^/ordertrace: certs: /p' >&2
+		scheme=https jaeger_secure=(--config deploy/jaeger/secure.yaml) collector_secure=(--config deploy/otel-collector/secure.yaml)
+	fi
 	collector=$(bash scripts/build-collector.sh)
 	jaeger=${JAEGER_BIN:-$(bash scripts/build-tool.sh jaeger)}
 	# The Jaeger built from the Go module has no UI of its own (Jaeger's UI
 	# is a separate JavaScript build): it serves deploy/jaeger/ui instead. A
 	# Jaeger release binary with its UI: JAEGER_BIN=... JAEGER_UI_ASSETS= make demo.
 	export JAEGER_UI_ASSETS=${JAEGER_UI_ASSETS-$PWD/deploy/jaeger/ui}
-	run jaeger "$logs/jaeger.log" "$jaeger" --config deploy/jaeger/config.yaml
+	run jaeger "$logs/jaeger.log" "$jaeger" --config deploy/jaeger/config.yaml "${jaeger_secure[@]}"
 	ready jaeger http://127.0.0.1:13134/status
 	# The stack's collector configuration, unchanged but for its addresses:
 	# local only, and Jaeger where Tempo would be.
-	TEMPO_OTLP_ENDPOINT=http://127.0.0.1:14318 \
+	TEMPO_OTLP_ENDPOINT=$scheme://127.0.0.1:14318 \
 		COLLECTOR_OTLP_GRPC_ENDPOINT=127.0.0.1:4317 COLLECTOR_OTLP_HTTP_ENDPOINT=127.0.0.1:4318 \
 		COLLECTOR_HEALTH_ENDPOINT=127.0.0.1:13133 COLLECTOR_METRICS_HOST=127.0.0.1 \
 		DEPLOYMENT_ENVIRONMENT=demo TRACE_DECISION_WAIT=${TRACE_DECISION_WAIT:-2s} \
 		run collector "$logs/collector.log" "$collector" \
-		--config deploy/otel-collector/config.yaml --config deploy/otel-collector/demo.yaml
+		--config deploy/otel-collector/config.yaml --config deploy/otel-collector/demo.yaml "${collector_secure[@]}"
 	ready collector http://127.0.0.1:13133/
-	export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+	export OTEL_EXPORTER_OTLP_ENDPOINT=$scheme://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+	if [ -n "$secure" ]; then
+		export OTEL_EXPORTER_OTLP_CERTIFICATE=$CERTS_DIR/ca.crt # the CA that signed the collector's certificate
+		# The production profile compresses, as across a real network (docs/production-checklist.md, item 9).
+		export OTEL_EXPORTER_OTLP_COMPRESSION=${OTEL_EXPORTER_OTLP_COMPRESSION:-gzip}
+	fi
 	# Quicker than production, for a person waiting on a trace: the services
 	# export every second (the SDK's default: 5 s), and the collector above
 	# decides on a trace 2 s after its first span (the stack's default: 5 s).
@@ -135,11 +178,11 @@ fi
 logfile() { [ "$mode" = demo ] && echo "$logs/$1.log" || echo /dev/stdout; }
 # orders migrates the schema that fulfillment uses, and the gateway calls
 # orders: each starts once the one before is ready.
-run orders "$(logfile orders)" bin/orders
+run orders "$(logfile orders)" as_service orders bin/orders
 ready orders http://127.0.0.1:8081/readyz
-run fulfillment "$(logfile fulfillment)" bin/fulfillment
+run fulfillment "$(logfile fulfillment)" as_service fulfillment bin/fulfillment
 ready fulfillment http://127.0.0.1:8082/readyz
-run gateway "$(logfile gateway)" bin/gateway
+run gateway "$(logfile gateway)" as_service gateway bin/gateway
 ready gateway http://127.0.0.1:8080/readyz
 
 echo $$ >bin/run-local.pid # kill -TERM $(cat bin/run-local.pid) stops it as Ctrl-C does
@@ -149,12 +192,17 @@ if [ "$mode" = demo ]; then
   ordertrace runs natively (no Docker; Loki, Prometheus and Grafana are left out)
     Jaeger, the traces    http://localhost:16686
     gateway               http://localhost:8080    make order places an order and prints its trace link
-    collector (OTLP)      localhost:4317 (gRPC), localhost:4318 (HTTP)
+    collector (OTLP)      localhost:4317 (gRPC), localhost:4318 (HTTP)${secure:+, TLS only}
     logs                  $logs/{gateway,orders,fulfillment,collector,jaeger}.log
     scenarios             make scenario NAME=payment-failures ON=1    (make scenarios lists them)
-  Ctrl-C stops everything.
-
 EOF
+	if [ -n "$secure" ]; then
+		cat >&2 <<EOF
+    secure (SECURE=1)     the telemetry path is secure: services ─TLS─▶ collector ─TLS─▶ Jaeger; each service
+                          shows a client certificate and its own credential; files in $CERTS_DIR
+EOF
+	fi
+	printf '  Ctrl-C stops everything.\n\n' >&2
 else
 	say "gateway on :8080, orders on :8081, fulfillment on :8082; Ctrl-C stops them"
 fi
