@@ -13,6 +13,16 @@ COMPOSE     := docker compose -f deploy/docker-compose.yml
 # PROFILE=jaeger adds Jaeger v2, fed by the collector.
 PROFILE     ?=
 COMPOSE_ENV := COMPOSE_PROFILES=$(PROFILE) COLLECTOR_OVERLAY=$(if $(PROFILE),$(PROFILE),none)
+# SECURE=1: every telemetry hop over TLS, each service with its own client
+# certificate and credential (make certs writes them to deploy/certs, which
+# git ignores); the compose override and the collector's overlays add it.
+SECURE      ?=
+CERTS_DIR   ?= deploy/certs
+ifeq ($(SECURE),1)
+COMPOSE     += -f deploy/docker-compose.secure.yml
+COMPOSE_ENV += COLLECTOR_SECURE_OVERLAY=$(if $(PROFILE),$(PROFILE)-secure,none)
+export CERTS_GID := $(shell id -g)
+endif
 
 # Where `make run` finds the backing services (the machine's own, by default).
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ordertrace?sslmode=disable
@@ -34,7 +44,7 @@ help: ## list the targets
 HAVE_COMPOSE = docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1
 
 .PHONY: up up-compose
-up: ## the whole stack in Docker, waits until every container is healthy, prints the URLs; without Docker: make demo
+up: $(if $(filter 1,$(SECURE)),certs) ## the whole stack in Docker, waits until every container is healthy, prints the URLs; without Docker: make demo (SECURE=1: over TLS)
 	@if { $(HAVE_COMPOSE); }; then exec $(MAKE) --no-print-directory up-compose; fi; \
 	echo "make up: no working Docker engine with the compose plugin here; running the native demo instead (make demo)"; \
 	exec $(MAKE) --no-print-directory demo
@@ -47,10 +57,16 @@ up-compose:
 	@echo "  RabbitMQ     http://localhost:15672  (guest / guest)"
 	@echo "  Prometheus   http://localhost:9090"
 	@if [ "$(PROFILE)" = jaeger ]; then echo "  Jaeger       http://localhost:16686"; fi
+	@if [ "$(SECURE)" = 1 ]; then echo "  secure: telemetry over TLS with client certificates and per-service credentials ($(CERTS_DIR))"; fi
 
 .PHONY: demo
-demo: build test-services ## the native demo, no Docker: the services, the collector and Jaeger v2's trace UI on :16686 (Ctrl-C stops it)
-	@DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' AMQP_URL='$(AMQP_URL)' SCENARIOS_FILE='$(SCENARIOS_FILE)' bash scripts/run-local.sh demo
+demo: build test-services ## the native demo, no Docker: the services, the collector and Jaeger v2's trace UI on :16686 (Ctrl-C stops it); SECURE=1: over TLS
+	@DATABASE_URL='$(DATABASE_URL)' REDIS_URL='$(REDIS_URL)' AMQP_URL='$(AMQP_URL)' SCENARIOS_FILE='$(SCENARIOS_FILE)' SECURE='$(SECURE)' bash scripts/run-local.sh demo
+
+# The generator prints what it kept and what it created (deploy/cmd/certs).
+.PHONY: certs
+certs: ## the secure profile's CA, certificates and per-service credentials in deploy/certs (git-ignored; files still valid are kept)
+	@go run ./deploy/cmd/certs -dir $(CERTS_DIR)
 
 .PHONY: down
 down: ## stop the stack, keeping its data
@@ -75,6 +91,14 @@ load: ## run a k6 scenario against the stack (SCENARIO=smoke|average|stress|spik
 .PHONY: test-k6
 test-k6: ## parse the k6 scripts and unit-test their shared logic with node's test runner
 	cd loadtest/k6 && node --test test/
+
+.PHONY: test-stack
+test-stack: ## the deploy/ files run by the real Loki, Prometheus, collector and k6 (today: promtool on the alert rules and their tests, and an alert fired in a real Prometheus 3.14)
+	@mkdir -p bin
+	@# Prometheus and promtool first (minutes when not cached), so the tests time themselves, not the builds.
+	@began=$$(date +%s); bash scripts/build-tool.sh prometheus >/dev/null && bash scripts/build-tool.sh prometheus promtool >/dev/null && \
+		echo "test-stack: Prometheus and promtool are ready ($$(($$(date +%s) - began)) s)"
+	go test -tags stack -run '^TestStack' -count=1 -v -timeout 15m ./deploy ./e2e 2>&1 | tee bin/stack-test.log | grep -E '^(---|===|ok|FAIL|PASS)|_test.go'; exit $${PIPESTATUS[0]}
 
 .PHONY: build
 build: $(addprefix bin/,$(SERVICES)) ## build bin/gateway, bin/orders and bin/fulfillment
@@ -116,9 +140,9 @@ bench: test-services ## the suite's benchmark: tracing on vs off, saturation and
 	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ +[|#M]'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-micro
-bench-micro: ## micro-benchmarks of the hot telemetry paths (-benchmem, 6 runs: compare two files with benchstat)
+bench-micro: test-services ## micro-benchmarks of the hot telemetry paths and of SQL comments against PostgreSQL (-benchmem, 6 runs: compare two files with benchstat)
 	@mkdir -p bin
-	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry ./pkg/scenario | tee bin/bench-micro.txt
+	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry ./pkg/telemetry/instrumented ./pkg/scenario | tee bin/bench-micro.txt
 
 .PHONY: test-unit
 test-unit: ## run the tests that need no PostgreSQL, Redis or RabbitMQ
@@ -136,11 +160,13 @@ lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
 	go vet -tags faults ./e2e
 	go vet -tags bench ./e2e
 	go vet -tags demo ./e2e
+	go vet -tags stack ./deploy ./e2e
 	go vet -tags solution ./exercises/...
 	bin/staticcheck $(MODULES)
 	bin/staticcheck -tags faults ./e2e
 	bin/staticcheck -tags bench ./e2e
 	bin/staticcheck -tags demo ./e2e
+	bin/staticcheck -tags stack ./deploy ./e2e
 	bin/staticcheck -tags solution ./exercises/...
 
 .PHONY: fmt

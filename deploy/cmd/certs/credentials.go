@@ -40,20 +40,22 @@ func ensureCredentials(dir string, out io.Writer, users []string) error {
 		if err == nil {
 			report(out, path, true, nil)
 			lines = append(lines, user+":"+hashes[user])
-			continue
+		} else {
+			why := err
+			password = rand.Text() + rand.Text() // 52 base32 characters, 260 random bits
+			hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+			if err != nil {
+				return err
+			}
+			if err := writeFile(path, []byte(headerValue(user, password)), 0o600); err != nil {
+				return err
+			}
+			report(out, path, false, why)
+			lines = append(lines, user+":"+string(hash))
 		}
-		why := err
-
-		password = rand.Text() + rand.Text() // 52 base32 characters, 260 random bits
-		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
-		if err != nil {
+		if err := ensureEnvFile(dir, out, user, headerValue(user, password)); err != nil {
 			return err
 		}
-		if err := writeFile(path, []byte(headerValue(user, password)), 0o600); err != nil {
-			return err
-		}
-		report(out, path, false, why)
-		lines = append(lines, user+":"+string(hash))
 	}
 
 	content := []byte(strings.Join(lines, "\n") + "\n")
@@ -69,6 +71,26 @@ func ensureCredentials(dir string, out io.Writer, users []string) error {
 		return err
 	}
 	report(out, htPath, false, err)
+	return nil
+}
+
+// ensureEnvFile writes user's credential as the one variable it sets, for
+// compose's env_file (KEY=VALUE lines; single quotes keep the value as it is).
+func ensureEnvFile(dir string, out io.Writer, user, headers string) error {
+	path := filepath.Join(dir, user+".env")
+	content := []byte("OTEL_EXPORTER_OTLP_HEADERS='" + headers + "'\n")
+	old, err := os.ReadFile(path)
+	if err == nil && bytes.Equal(old, content) {
+		report(out, path, true, nil)
+		return nil
+	}
+	if err == nil {
+		err = errors.New("the credential changed")
+	}
+	if werr := writeFile(path, content, 0o600); werr != nil {
+		return werr
+	}
+	report(out, path, false, err)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -62,7 +63,26 @@ func run(dir string, out io.Writer, now time.Time) error {
 			return err
 		}
 	}
-	return ensureCredentials(dir, out, clients)
+	if err := ensureCredentials(dir, out, clients); err != nil {
+		return err
+	}
+	// The stack's programs run as their images' users, which join the group
+	// of these files (compose's group_add): each leaf's key and the
+	// collector's htpasswd are readable by that group. The CA's key and the
+	// credentials, which no container reads as files, stay the owner's.
+	shared := []string{"collector.htpasswd"}
+	for _, s := range servers {
+		shared = append(shared, s.file+".key")
+	}
+	for _, name := range clients {
+		shared = append(shared, name+".key")
+	}
+	for _, f := range shared {
+		if err := os.Chmod(filepath.Join(dir, f), 0o640); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // report prints one file's fate: kept, or created (and why, when a file was

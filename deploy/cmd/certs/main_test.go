@@ -64,12 +64,14 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 func TestFiles(t *testing.T) {
 	dir := t.TempDir()
 	generate(t, dir, time.Now())
-	want := map[string]os.FileMode{"ca.crt": 0o644, "ca.key": 0o600, "collector.htpasswd": 0o600}
+	// Keys a container reads are its group's too (group_add); the CA's key
+	// and the credentials are the owner's alone.
+	want := map[string]os.FileMode{"ca.crt": 0o644, "ca.key": 0o600, "collector.htpasswd": 0o640}
 	for _, s := range servers {
-		want[s.file+".crt"], want[s.file+".key"] = 0o644, 0o600
+		want[s.file+".crt"], want[s.file+".key"] = 0o644, 0o640
 	}
 	for _, c := range clients {
-		want[c+".crt"], want[c+".key"], want[c+".headers"] = 0o644, 0o600, 0o600
+		want[c+".crt"], want[c+".key"], want[c+".headers"], want[c+".env"] = 0o644, 0o640, 0o600, 0o600
 	}
 	got := snapshot(t, dir)
 	if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, slices.Sorted(maps.Keys(want))) {
@@ -272,7 +274,7 @@ func TestReplaces(t *testing.T) {
 	t.Logf("the second run:\n%s", out)
 	replaced := map[string]bool{
 		"tempo.crt": true, "tempo.key": true, "loki.crt": true, "loki.key": true,
-		"prometheus.crt": true, "prometheus.key": true, "orders.headers": true, "collector.htpasswd": true,
+		"prometheus.crt": true, "prometheus.key": true, "orders.headers": true, "orders.env": true, "collector.htpasswd": true,
 	}
 	after := snapshot(t, dir)
 	for name, b := range before {
