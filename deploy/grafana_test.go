@@ -209,3 +209,52 @@ func TestGrafanaDashboards(t *testing.T) {
 		t.Error("anonymous viewing is off: Grafana would ask for a login")
 	}
 }
+
+// The pipeline dashboard lists the state of every alert on lost telemetry:
+// its ALERTS query names exactly the alerts of prometheus/rules/telemetry.yml.
+func TestPipelineDashboardShowsAlerts(t *testing.T) {
+	raw, err := os.ReadFile("grafana/dashboards/pipeline.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	shown := map[string]bool{}
+	query := regexp.MustCompile(`^ALERTS\{alertname=~"([^"]+)"\}$`)
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			if m := query.FindStringSubmatch(tg.Expr); m != nil {
+				for _, name := range strings.Split(m[1], "|") {
+					shown[name] = true
+				}
+			}
+		}
+	}
+	var rf ruleFile
+	readRuleYAML(t, "prometheus/rules/telemetry.yml", &rf)
+	defined := map[string]bool{}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				defined[r.Alert] = true
+				if !shown[r.Alert] {
+					t.Errorf("pipeline.json shows no state for alert %s", r.Alert)
+				}
+			}
+		}
+	}
+	for name := range shown {
+		if !defined[name] {
+			t.Errorf("pipeline.json shows the state of %s, which telemetry.yml does not define", name)
+		}
+	}
+	if len(defined) == 0 {
+		t.Error("telemetry.yml defines no alert")
+	}
+}

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Builds a program pinned in tools/NAME/go.mod (its `tool` line, at the version
-# its go.mod requires) and prints the binary's path:
+# Builds a program pinned in tools/NAME/go.mod (one of its `tool` lines, at the
+# version its go.mod requires) and prints the binary's path:
 #
 #   scripts/build-tool.sh jaeger
+#   scripts/build-tool.sh prometheus promtool   # the tool whose path ends in /promtool
 #
 # Each such module lives outside the workspace, so the program's dependencies
 # never move the services' versions; the program is only ever run, never
-# imported. The binary is cached outside the work tree (scripts/cache.sh).
+# imported. A `// build-tags: a,b` line in the go.mod sets the build tags (part
+# of the cache key, since it is in go.mod). The binary is cached outside the
+# work tree (scripts/cache.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: build-tool.sh NAME (a folder of tools/)}
+name=${1:?usage: build-tool.sh NAME [TOOL] (NAME a folder of tools/, TOOL the last element of one of its tool paths; NAME by default)}
+tool=${2:-$name}
 mod=tools/$name
 source scripts/cache.sh
-if cached "$name" "$mod/go.mod" "$mod/go.sum"; then
+if cached "$tool" "$mod/go.mod" "$mod/go.sum"; then
 	echo "$bin"
 	exit 0
 fi
-pkg=$(sed -n 's/^tool \(.*\)/\1/p' "$mod/go.mod")
+pkg=$(awk '/^tool \($/ {b = 1; next} b && /^\)/ {b = 0} b {print $1} /^tool [^(]/ {print $2}' "$mod/go.mod" | grep -E "(^|/)$tool\$" || true)
+[ -n "$pkg" ] || { echo "build-tool: $mod/go.mod has no tool ending in /$tool" >&2; exit 2; }
+tags=$(sed -n 's,^// build-tags: *,,p' "$mod/go.mod")
 echo "build-tool: building $pkg (once; cached in $(dirname "$bin"))" >&2
 tmp=$bin.tmp.$$
 mkdir -p "$(dirname "$bin")"
 trap 'rm -f "$tmp"' EXIT
-(cd "$mod" && GOWORK=off GOFLAGS=-mod=readonly go build -trimpath -ldflags '-s -w' -o "$tmp" "$pkg") >&2
+(cd "$mod" && GOWORK=off GOFLAGS=-mod=readonly go build -trimpath -tags "$tags" -ldflags '-s -w' -o "$tmp" "$pkg") >&2
 mv "$tmp" "$bin"
 echo "$bin"

@@ -14,6 +14,7 @@ import (
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -26,6 +27,7 @@ const (
 	relayBatch     = 100
 	relayPoll      = 2 * time.Second
 	relayWorkBound = 30 * time.Second // one batch, even during shutdown
+	observeBound   = 2 * time.Second  // one look at the backlog, at metric collection
 )
 
 // Relay publishes the outbox: it claims unsent rows (FOR UPDATE SKIP
@@ -48,6 +50,7 @@ type Relay struct {
 
 	conn      *amqp.Connection
 	publisher *orderevents.Publisher
+	observing metric.Registration // the backlog gauges' callback
 }
 
 func newRelay(ctx context.Context, databaseURL, amqpURL string, tel *telemetry.Telemetry, flags scenario.Switches) (*Relay, error) {
@@ -55,21 +58,65 @@ func newRelay(ctx context.Context, databaseURL, amqpURL string, tel *telemetry.T
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	cfg.MaxConns = 2 // one listens, one works
+	cfg.MaxConns = 3 // one listens, one works, one measures the backlog
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("relay pool: %w", err)
 	}
-	return &Relay{
+	r := &Relay{
 		pool: pool, amqpURL: amqpURL, tel: tel, log: tel.Logger, flags: flags,
 		tracer: tel.Tracer("github.com/ordertrace/ordertrace/services/orders"),
 		peer:   telemetry.AMQPPeerAttributes(amqpURL),
-	}, nil
+	}
+	if err := r.observeBacklog(); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// observeBacklog registers the outbox's gauges, read when metrics are
+// collected: how many messages wait, and how long the oldest has waited (0
+// when none does), which the alert on outbox lag watches. One count over the
+// outbox_unsent partial index, so the cost follows the backlog, not the
+// table. Every orders replica reports the same outbox: take the max, not
+// the sum.
+func (r *Relay) observeBacklog() error {
+	m := r.tel.MeterProvider.Meter("github.com/ordertrace/ordertrace/services/orders")
+	lag, err1 := m.Float64ObservableGauge("ordertrace.outbox.lag", metric.WithUnit("s"),
+		metric.WithDescription("Age of the oldest outbox message not yet published; 0 when none waits."))
+	pending, err2 := m.Int64ObservableGauge("ordertrace.outbox.pending", metric.WithUnit("{message}"),
+		metric.WithDescription("Outbox messages not yet published."))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("outbox metrics: %w", err)
+	}
+	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, observeBound)
+		defer cancel()
+		var (
+			n   int64
+			age float64
+		)
+		err := r.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+			FROM outbox WHERE sent_at IS NULL`).Scan(&n, &age)
+		if err != nil {
+			return fmt.Errorf("observe the outbox: %w", err) // no points this time; the SDK reports the error
+		}
+		o.ObserveInt64(pending, n)
+		o.ObserveFloat64(lag, age)
+		return nil
+	}, lag, pending)
+	if err != nil {
+		return fmt.Errorf("outbox metrics: %w", err)
+	}
+	r.observing = reg
+	return nil
 }
 
 // Run relays until ctx ends, then finishes the batch in hand and returns.
 func (r *Relay) Run(ctx context.Context) {
 	defer r.pool.Close()
+	defer r.observing.Unregister() // before the pool closes: the last collection must not query it
 	defer r.disconnect()
 	wake := make(chan struct{}, 1)
 	go r.listen(ctx, wake)
