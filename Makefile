@@ -135,7 +135,7 @@ test-faults: test-services ## the fault suite: real broker, database, cache and 
 	@echo; cat bin/fault-table.md
 
 .PHONY: bench
-bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (15 to 25 minutes); writes bench/results/<date>.md and .json
+bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (20 to 30 minutes); writes bench/results/<date>.md and .json
 	@mkdir -p bin
 	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ +[|#M]'; exit $${PIPESTATUS[0]}
 
