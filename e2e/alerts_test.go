@@ -21,30 +21,13 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-var (
-	prometheusOnce sync.Once
-	prometheusPath string
-	prometheusErr  error
-)
+var prometheusProgram program
 
 // prometheusBinary builds (or finds in the cache) Prometheus at the version
 // of tools/prometheus/go.mod: 3.14.0, the compose image's.
 func prometheusBinary(t *testing.T) string {
 	t.Helper()
-	prometheusOnce.Do(func() {
-		var out, stderr bytes.Buffer
-		cmd := exec.Command("bash", "../scripts/build-tool.sh", "prometheus")
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		if err := cmd.Run(); err != nil {
-			prometheusErr = fmt.Errorf("build prometheus: %v\n%s", err, stderr.String())
-			return
-		}
-		prometheusPath = strings.TrimSpace(out.String())
-	})
-	if prometheusErr != nil {
-		t.Fatal(prometheusErr)
-	}
-	return prometheusPath
+	return prometheusProgram.get(t, "bash", "../scripts/build-tool.sh", "prometheus")
 }
 
 // startPrometheus runs Prometheus on deploy/prometheus/prometheus.yml, as the

@@ -26,30 +26,40 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-var (
-	collectorOnce sync.Once
-	collectorPath string
-	collectorErr  error
-)
+// program is a binary a test needs, built (or found in the cache) once per
+// test run by a command that prints its path, such as scripts/build-tool.sh.
+type program struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get runs the build the first time and returns the path it printed.
+func (p *program) get(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	p.once.Do(func() {
+		var out, stderr bytes.Buffer
+		cmd := exec.Command(name, args...)
+		cmd.Stdout, cmd.Stderr = &out, &stderr
+		if err := cmd.Run(); err != nil {
+			p.err = fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
+			return
+		}
+		p.path = strings.TrimSpace(out.String())
+	})
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.path
+}
+
+var collectorProgram program
 
 // collectorBinary builds (or finds in the cache) the collector of
 // deploy/otel-collector/builder.yaml: the compose image's components and version.
 func collectorBinary(t *testing.T) string {
 	t.Helper()
-	collectorOnce.Do(func() {
-		var out, stderr bytes.Buffer
-		cmd := exec.Command("bash", "../scripts/build-collector.sh")
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		if err := cmd.Run(); err != nil {
-			collectorErr = fmt.Errorf("build the collector: %v\n%s", err, stderr.String())
-			return
-		}
-		collectorPath = strings.TrimSpace(out.String())
-	})
-	if collectorErr != nil {
-		t.Fatal(collectorErr)
-	}
-	return collectorPath
+	return collectorProgram.get(t, "bash", "../scripts/build-collector.sh")
 }
 
 func freePort(t *testing.T) string {

@@ -29,7 +29,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -195,7 +194,7 @@ func collectorRefuses(t *testing.T, certs string) {
 type demo struct {
 	cmd       *exec.Cmd
 	stdin     io.WriteCloser
-	out       *outputBuffer
+	out       *lockedBuffer
 	done      chan struct{} // closed when make has exited, with err set
 	err       error
 	hasDocker bool
@@ -205,7 +204,7 @@ type demo struct {
 // environment it runs in.
 func startDemo(t *testing.T, target string, e *env, scenarios string, vars ...string) *demo {
 	t.Helper()
-	d := &demo{out: &outputBuffer{}, done: make(chan struct{})}
+	d := &demo{out: &lockedBuffer{}, done: make(chan struct{})}
 	d.hasDocker = exec.Command("docker", "info").Run() == nil
 	if d.hasDocker && target == "up" {
 		t.Log("this machine has a Docker engine: make up would start the compose stack, so it runs make demo instead")
@@ -574,24 +573,6 @@ func demoOrder(t *testing.T) (int, string) {
 		t.Errorf("answer %d has trace_id %q, want 32 hex digits", resp.StatusCode, answer.TraceID)
 	}
 	return resp.StatusCode, answer.TraceID
-}
-
-// outputBuffer collects a process's output while the test reads it.
-type outputBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *outputBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *outputBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func httpOK(url string) (bool, error) {

@@ -329,26 +329,14 @@ func certSecrets(t *testing.T, certs string) []string {
 	return secrets
 }
 
-var (
-	certsOnce sync.Once
-	certsBin  string
-	certsErr  error
-)
+var certsProgram program
 
 // makeCerts runs deploy/cmd/certs (built once) into a directory of the
 // test's own, as make certs does into deploy/certs.
 func makeCerts(t *testing.T) string {
 	t.Helper()
-	certsOnce.Do(func() {
-		certsBin = filepath.Join(binDir, "certs")
-		out, err := exec.Command("go", "build", "-o", certsBin, "../deploy/cmd/certs").CombinedOutput()
-		if err != nil {
-			certsErr = fmt.Errorf("build deploy/cmd/certs: %v\n%s", err, out)
-		}
-	})
-	if certsErr != nil {
-		t.Fatal(certsErr)
-	}
+	// go build prints nothing; the echo hands program the binary's path.
+	certsBin := certsProgram.get(t, "sh", "-c", `go build -o "$0" ../deploy/cmd/certs && echo "$0"`, filepath.Join(binDir, "certs"))
 	dir := t.TempDir()
 	if out, err := exec.Command(certsBin, "-dir", dir).CombinedOutput(); err != nil {
 		t.Fatalf("certs: %v\n%s", err, out)
@@ -425,7 +413,8 @@ func (c *secureCollector) stop(t *testing.T) {
 	terminate(t, "collector", c.cmd, c.done)
 }
 
-// lockedBuffer collects a program's output while the test reads it.
+// lockedBuffer collects a program's output while the test reads it (String,
+// or Lines for the complete lines).
 type lockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -435,6 +424,12 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Lines returns the complete lines written so far.
