@@ -145,7 +145,19 @@ if [ "$mode" = demo ]; then
 	# is a separate JavaScript build): it serves deploy/jaeger/ui instead. A
 	# Jaeger release binary with its UI: JAEGER_BIN=... JAEGER_UI_ASSETS= make demo.
 	export JAEGER_UI_ASSETS=${JAEGER_UI_ASSETS-$PWD/deploy/jaeger/ui}
-	run jaeger "$logs/jaeger.log" "$jaeger" --config deploy/jaeger/config.yaml "${jaeger_secure[@]}"
+	# Traces in memory, gone when the demo stops; JAEGER_STORAGE=badger keeps
+	# them on disk across runs (deploy/jaeger/badger.yaml).
+	jaeger_storage=()
+	case ${JAEGER_STORAGE:-memory} in
+	memory) ;;
+	badger)
+		export JAEGER_BADGER_DIR=${JAEGER_BADGER_DIR:-$PWD/$logs/jaeger-badger}
+		mkdir -p "$JAEGER_BADGER_DIR"
+		jaeger_storage=(--config deploy/jaeger/badger.yaml)
+		;;
+	*) say "JAEGER_STORAGE=$JAEGER_STORAGE: use memory (the default) or badger" && exit 2 ;;
+	esac
+	run jaeger "$logs/jaeger.log" "$jaeger" --config deploy/jaeger/config.yaml "${jaeger_storage[@]}" "${jaeger_secure[@]}"
 	ready jaeger http://127.0.0.1:13134/status
 	# The stack's collector configuration, unchanged but for its addresses:
 	# local only, and Jaeger where Tempo would be.
