@@ -93,7 +93,7 @@ test-k6: ## parse the k6 scripts and unit-test their shared logic with node's te
 	cd loadtest/k6 && node --test test/
 
 .PHONY: test-stack
-test-stack: ## the deploy/ files run by the real Loki, Prometheus, collector and k6 (today: promtool on the alert rules and their tests, and an alert fired in a real Prometheus 3.14)
+test-stack: ## the deploy/ files run by the real programs: the alert rules by promtool and Prometheus 3.14 (one alert fired end to end), the secure profile's Prometheus and Jaeger files, Jaeger's disk storage
 	@mkdir -p bin
 	@# Prometheus and promtool first (minutes when not cached), so the tests time themselves, not the builds.
 	@began=$$(date +%s); bash scripts/build-tool.sh prometheus >/dev/null && bash scripts/build-tool.sh prometheus promtool >/dev/null && \
