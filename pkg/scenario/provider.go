@@ -192,11 +192,9 @@ func (p *FileProvider) reload() {
 		p.log.Warn("scenarios file unusable; the last good flags stay in force", "path", p.path, "error", err)
 		return
 	}
-	p.mu.Lock()
-	old := p.flags
-	p.flags = f.Flags
-	p.mu.Unlock()
-	p.stamp, p.bad = stamp, ""
+	p.mu.RLock()
+	old := p.flags // only this watcher writes p.flags
+	p.mu.RUnlock()
 
 	var changed []string
 	for key := range f.Flags {
@@ -209,14 +207,20 @@ func (p *FileProvider) reload() {
 			changed = append(changed, key)
 		}
 	}
-	if len(changed) == 0 {
-		return
-	}
 	slices.Sort(changed)
+	// Logged before the flags are in force: whoever sees a switch's effect
+	// finds its log line already written.
 	for _, key := range changed {
 		if old != nil { // the first read is no switch
 			p.log.Info("scenario switched", "flag", key, "variant", f.Flags[key].DefaultVariant)
 		}
+	}
+	p.mu.Lock()
+	p.flags = f.Flags
+	p.mu.Unlock()
+	p.stamp, p.bad = stamp, ""
+	if len(changed) == 0 {
+		return
 	}
 	select {
 	case p.events <- openfeature.Event{
