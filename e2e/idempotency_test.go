@@ -76,12 +76,36 @@ func TestIdempotencyKey(t *testing.T) {
 		}
 	})
 
-	t.Run("a refusal is replayed too", func(t *testing.T) {
-		body := `{"customer_id":"cust-d","items":[{"sku":"LIMITED-ROAST","quantity":6}]}`
-		status1, _, _ := post(body, "k-refused")
-		status2, h2, _ := post(body, "k-refused")
-		if status1 != http.StatusConflict || status2 != http.StatusConflict || h2.Get("Idempotent-Replayed") != "true" {
-			t.Errorf("answers %d then %d (replayed %q), want the same 409 twice", status1, status2, h2.Get("Idempotent-Replayed"))
+	t.Run("a refusal stores nothing", func(t *testing.T) {
+		for _, body := range []string{
+			`{"customer_id":"cust-d","items":[{"sku":"LIMITED-ROAST","quantity":6}]}`, // 409: not enough stock
+			`{"customer_id":"cust-d","items":[{"sku":"NO-SUCH-SKU","quantity":1}]}`,   // 422: not in the catalogue
+		} {
+			status1, _, _ := post(body, "k-refused")
+			status2, h2, _ := post(body, "k-refused")
+			if status1 < 400 || status1 >= 500 || status2 != status1 || h2.Get("Idempotent-Replayed") != "" {
+				t.Errorf("answers %d then %d (replayed %q), want the same refusal twice, not replayed", status1, status2, h2.Get("Idempotent-Replayed"))
+			}
+			if n := s.env.queryInt(t, "SELECT count(*) FROM idempotency_keys WHERE key = 'k-refused'"); n != 0 {
+				t.Errorf("%d idempotency rows after a refused request, want none", n)
+			}
+		}
+	})
+
+	t.Run("keys are scoped per tenant", func(t *testing.T) {
+		body := `{"customer_id":"cust-f","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`
+		postAs := func(tenant string) (int, http.Header, []byte) {
+			return s.call(t, http.MethodPost, "/api/orders", "application/json", []byte(body),
+				map[string]string{"Idempotency-Key": "k-tenant", "X-Tenant-ID": tenant})
+		}
+		statusA, _, bodyA := postAs("tenant-a")
+		statusB, hB, bodyB := postAs("tenant-b")
+		if statusA != http.StatusCreated || statusB != http.StatusCreated || hB.Get("Idempotent-Replayed") != "" || string(bodyA) == string(bodyB) {
+			t.Errorf("answers %d %s and %d %s (replayed %q); want tenant-b its own order, not tenant-a's answer",
+				statusA, bodyA, statusB, bodyB, hB.Get("Idempotent-Replayed"))
+		}
+		if n := s.env.queryInt(t, "SELECT count(DISTINCT tenant_id) FROM orders WHERE customer_id = 'cust-f'"); n != 2 {
+			t.Errorf("orders of cust-f in %d tenants, want 2", n)
 		}
 	})
 

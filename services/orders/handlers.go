@@ -55,7 +55,7 @@ func (s *server) placeOrder() http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
-		if err := req.Validate(); err != nil {
+		if err := validate(req); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -65,9 +65,8 @@ func (s *server) placeOrder() http.HandlerFunc {
 		}
 		order, err := s.svc.PlaceOrder(r.Context(), req, idem)
 		if err != nil {
-			p := problemFor(err)
 			if idem != nil {
-				s.settleKey(r, *idem, p)
+				s.releaseKey(r, *idem)
 			}
 			s.fail(w, r, err)
 			return
@@ -75,6 +74,20 @@ func (s *server) placeOrder() http.HandlerFunc {
 		// The very bytes an Idempotency-Key replays.
 		httpx.WriteRaw(w, http.StatusCreated, answerBody(order))
 	}
+}
+
+// validate checks req's values. More than maxItems items is one error,
+// found before any item is looked at: the answer to thousands of invalid
+// items is then no longer than the answer to one.
+func validate(req PlaceOrderRequest) error {
+	if len(req.Items) <= maxItems {
+		return req.Validate()
+	}
+	var fields []httpx.FieldError
+	if reason := checkID(req.CustomerID); reason != "" {
+		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: reason})
+	}
+	return httpx.Invalid(append(fields, httpx.FieldError{Field: "items", Reason: reasonItems})...)
 }
 
 // claimKey claims the request's Idempotency-Key, if it has one. It answers
@@ -91,7 +104,7 @@ func (s *server) claimKey(w http.ResponseWriter, r *http.Request, req PlaceOrder
 			httpx.FieldError{Field: "Idempotency-Key", Reason: "must be 1 to 255 visible ASCII characters (no spaces)"}))
 		return nil, true
 	}
-	idem = &IdempotencyKey{CustomerID: req.CustomerID, Key: key, Hash: requestHash(req)}
+	idem = newIdempotencyKey(r.Context(), req, key)
 	answer, err := s.svc.store.ClaimKey(r.Context(), *idem)
 	if err != nil && !errors.Is(err, ErrKeyReused) && !errors.Is(err, ErrKeyInFlight) {
 		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -109,18 +122,12 @@ func (s *server) claimKey(w http.ResponseWriter, r *http.Request, req PlaceOrder
 	return idem, false
 }
 
-// settleKey records a refusal as the key's answer, or frees the key after a
-// failure a retry may not meet.
-func (s *server) settleKey(r *http.Request, k IdempotencyKey, p *httpx.Problem) {
+// releaseKey frees the key of a request that placed no order: a refused
+// request stores nothing, and a failed one is processed afresh on retry.
+func (s *server) releaseKey(r *http.Request, k IdempotencyKey) {
 	ctx := context.WithoutCancel(r.Context())
-	var err error
-	if p.Status >= 500 {
-		err = s.svc.store.ReleaseKey(ctx, k)
-	} else {
-		err = s.svc.store.AnswerKey(ctx, k, Answer{Status: p.Status, Body: httpx.ProblemBody(r, p)})
-	}
-	if err != nil {
-		s.tel.Logger.WarnContext(ctx, "idempotency key not settled", "error", err)
+	if err := s.svc.store.ReleaseKey(ctx, k); err != nil {
+		s.tel.Logger.WarnContext(ctx, "idempotency key not released", "error", err)
 	}
 }
 
