@@ -20,13 +20,23 @@ import (
 // DecodeJSON reads exactly one JSON object into dst, a pointer to a struct.
 // It refuses a content type other than application/json (415), a body over
 // MaxBodyBytes (413), and malformed JSON, a body that is not a JSON object,
-// unknown fields, wrong types and trailing data (400), each as a *Problem
-// whose one FieldError names the field (in FieldPath's style) or BodyField,
-// with a reason in the client's words, not Go's.
+// a key given twice in one object, unknown fields (a field name in another
+// case than the API's included), wrong types and trailing data (400), each
+// as a *Problem whose one FieldError names the field (in FieldPath's style)
+// or BodyField, with a reason in the client's words, not Go's.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	_, err := DecodeJSONBody(w, r, dst)
+	return err
+}
+
+// DecodeJSONBody is DecodeJSON that also returns the object as the client
+// sent it. Decoded this strictly, those bytes mean exactly what dst holds,
+// so a proxy can pass them on unchanged: never longer than MaxBodyBytes,
+// where a re-encoding could be longer than what was received.
+func DecodeJSONBody(w http.ResponseWriter, r *http.Request, dst any) ([]byte, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		return NewProblem(http.StatusUnsupportedMediaType, "Unsupported media type",
+		return nil, NewProblem(http.StatusUnsupportedMediaType, "Unsupported media type",
 			"the body must be application/json", FieldError{Field: "Content-Type", Reason: "must be application/json"})
 	}
 	// The body is read and checked as JSON first, then decoded from those
@@ -35,26 +45,58 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var raw json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
-		return decodeProblem(err)
+		return nil, decodeProblem(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return decodeProblem(err)
+			return nil, decodeProblem(err)
 		}
-		return NewProblem(http.StatusBadRequest, "Malformed JSON", "the body must hold a single JSON object",
+		return nil, NewProblem(http.StatusBadRequest, "Malformed JSON", "the body must hold a single JSON object",
 			FieldError{Field: BodyField, Reason: "must hold a single JSON object, with nothing after it"})
 	}
 	if raw[0] != '{' { // RawMessage holds the value without the space around it
-		return NewProblem(http.StatusBadRequest, "Malformed JSON", "the body must be a JSON object",
+		return nil, NewProblem(http.StatusBadRequest, "Malformed JSON", "the body must be a JSON object",
 			FieldError{Field: BodyField, Reason: "must be a JSON object"})
+	}
+	if p := checkKeys(raw, reflect.TypeOf(dst)); p != nil {
+		return nil, p
 	}
 	strict := json.NewDecoder(bytes.NewReader(raw))
 	strict.DisallowUnknownFields()
 	if err := strict.Decode(dst); err != nil {
-		return fieldProblem(err, raw, dst)
+		return nil, fieldProblem(err, raw, dst)
 	}
-	return nil
+	return raw, nil
+}
+
+// checkKeys refuses what encoding/json would let through: a key given twice
+// in one object (the decoder keeps the last value, so which one the client
+// meant is a guess), and a key that names a field only in another case (the
+// decoder matches names case-insensitively; the API's names are exact).
+func checkKeys(raw []byte, dst reflect.Type) *Problem {
+	var p *Problem
+	walkBody(raw, dst, func(stack []frame) bool {
+		f := &stack[len(stack)-1]
+		if f.seen == nil {
+			f.seen = map[string]bool{}
+		}
+		if f.seen[f.key] {
+			p = NewProblem(http.StatusBadRequest, "Malformed JSON", "the body gives a field more than once",
+				FieldError{Field: FieldPath(pathOf(stack)...), Reason: "appears more than once in its object; give each field once"})
+			return true
+		}
+		f.seen[f.key] = true
+		if f.typ != nil && f.typ.Kind() == reflect.Struct {
+			if name, _, known := structField(f.typ, f.key); known && name != f.key {
+				p = NewProblem(http.StatusBadRequest, "Malformed JSON", "the body has a field this API does not know",
+					FieldError{Field: FieldPath(pathOf(stack)...), Reason: "is not a field of this API; names are case-sensitive: did you mean " + name + "?"})
+				return true
+			}
+		}
+		return false
+	}, nil)
+	return p
 }
 
 // decodeProblem is the problem for a body that is not one JSON value.
@@ -208,9 +250,10 @@ func typeErrorPath(raw []byte, typeErr *json.UnmarshalTypeError) string {
 type frame struct {
 	array   bool
 	index   int    // of the current element, in an array
-	key     string // of the current member, in an object
+	key     string // of the current member, in an object, as the client wrote it
 	wantKey bool   // in an object: the next string is a key
 	typ     reflect.Type
+	seen    map[string]bool // the keys met so far in an object, for checkKeys
 }
 
 func (f *frame) segment() any {
@@ -239,13 +282,52 @@ func unknownFieldPath(raw []byte, dst reflect.Type, name string) string {
 	return FieldPath(name)
 }
 
-// findInBody walks the tokens of raw in document order, keeping the path of
-// the current value (and, where dst decodes it field by field, its Go type),
-// and returns the path of the first value that ends at offset (when offset
-// is 0 or more) or of the first member named unknown that its struct does
-// not have (when unknown is not ""). The decoder reports an object or an
-// array just after its opening bracket, so that is where offset finds one.
+// findInBody returns the path of the first value of raw that ends at offset
+// (when offset is 0 or more) or of the first member named unknown that its
+// struct (by dst's type) does not have (when unknown is not ""). The decoder
+// reports an object or an array just after its opening bracket, so that is
+// where offset finds one. Keys in the path are the API's names where the
+// client's differ only in case.
 func findInBody(raw []byte, dst reflect.Type, offset int64, unknown string) ([]any, bool) {
+	var found []any
+	canonical := func(stack []frame) []any {
+		segments := pathOf(stack)
+		for i, f := range stack {
+			if f.typ != nil && f.typ.Kind() == reflect.Struct && !f.array {
+				if name, _, known := structField(f.typ, f.key); known {
+					segments[i] = name
+				}
+			}
+		}
+		return segments
+	}
+	onKey := func(stack []frame) bool {
+		f := stack[len(stack)-1]
+		if unknown == "" || f.key != unknown || f.typ == nil || f.typ.Kind() != reflect.Struct {
+			return false
+		}
+		if _, _, known := structField(f.typ, f.key); known {
+			return false
+		}
+		found = canonical(stack)
+		return true
+	}
+	onValue := func(stack []frame, end int64) bool {
+		if offset < 0 || end != offset {
+			return false
+		}
+		found = canonical(stack)
+		return true
+	}
+	return found, walkBody(raw, dst, onKey, onValue)
+}
+
+// walkBody walks the tokens of raw in document order, keeping the path of
+// the current value (and, where dst decodes it field by field, its Go type).
+// It calls onKey once a member's key is the last segment of the path, and
+// onValue as each value starts, with the offset just after its first token;
+// either stops the walk, and makes walkBody return true, by returning true.
+func walkBody(raw []byte, dst reflect.Type, onKey func(stack []frame) bool, onValue func(stack []frame, end int64) bool) bool {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var stack []frame
@@ -253,7 +335,7 @@ func findInBody(raw []byte, dst reflect.Type, offset int64, unknown string) ([]a
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, false
+			return false
 		}
 		top := len(stack) - 1
 		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
@@ -264,18 +346,16 @@ func findInBody(raw []byte, dst reflect.Type, offset int64, unknown string) ([]a
 			continue
 		}
 		if top >= 0 && !stack[top].array && stack[top].wantKey {
-			key := tok.(string)
-			stack[top].key, stack[top].wantKey = key, false
+			stack[top].key, stack[top].wantKey = tok.(string), false
+			if onKey != nil && onKey(stack) {
+				return true
+			}
 			next = nil
 			if t := stack[top].typ; t != nil && t.Kind() == reflect.Map {
 				next = t.Elem()
 			} else if t != nil && t.Kind() == reflect.Struct {
-				canonical, ft, known := structField(t, key)
-				if !known && key == unknown {
-					return pathOf(stack), true
-				}
-				if known {
-					stack[top].key, next = canonical, ft
+				if _, ft, known := structField(t, stack[top].key); known {
+					next = ft
 				}
 			}
 			continue
@@ -287,8 +367,8 @@ func findInBody(raw []byte, dst reflect.Type, offset int64, unknown string) ([]a
 				next = t.Elem()
 			}
 		}
-		if offset >= 0 && dec.InputOffset() == offset {
-			return pathOf(stack), true
+		if onValue != nil && onValue(stack, dec.InputOffset()) {
+			return true
 		}
 		switch tok {
 		case json.Delim('{'):

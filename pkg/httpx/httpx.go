@@ -4,6 +4,7 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -85,10 +88,62 @@ type Problem struct {
 // Error lets a Problem travel as an error to the one place that writes it.
 func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Title, p.Detail) }
 
-// NewProblem returns a problem whose type is derived from its title.
+// The bounds of a problem, so that its size never grows with the request
+// that caused it: at most MaxFieldErrors errors, then one entry that names
+// OmittedField and says how many more there were, and every text clipped.
+// With its texts' characters each encoded in at most two bytes (ProblemBody),
+// a problem is at most MaxProblemBytes of JSON.
+const (
+	MaxFieldErrors  = 20
+	MaxProblemBytes = 16 << 10
+
+	maxTitleBytes  = 128 // title, and field names
+	maxReasonBytes = 200 // detail, and reasons
+)
+
+// OmittedField is the field of the entry that ends a problem's errors when
+// there were more than MaxFieldErrors: like BodyField, a name no field of
+// the API can have.
+const OmittedField = "(omitted)"
+
+// NewProblem returns a problem whose type is derived from its title, within
+// the bounds above.
 func NewProblem(status int, title, detail string, fields ...FieldError) *Problem {
+	title = clip(title, maxTitleBytes)
 	slug := strings.ReplaceAll(strings.ToLower(title), " ", "-")
-	return &Problem{Type: "/problems/" + slug, Title: title, Status: status, Detail: detail, Errors: fields}
+	errs := make([]FieldError, 0, min(len(fields), MaxFieldErrors+1))
+	for i, f := range fields {
+		if i == MaxFieldErrors {
+			errs = append(errs, FieldError{Field: OmittedField,
+				Reason: fmt.Sprintf("%d more not listed; correct these and send the request again", len(fields)-i)})
+			break
+		}
+		errs = append(errs, FieldError{Field: clip(f.Field, maxTitleBytes), Reason: clip(f.Reason, maxReasonBytes)})
+	}
+	if len(errs) == 0 {
+		errs = nil
+	}
+	return &Problem{Type: "/problems/" + slug, Title: title, Status: status, Detail: clip(detail, maxReasonBytes), Errors: errs}
+}
+
+// clip returns s as valid UTF-8 without control characters (each of which
+// JSON would write as six bytes), cut to at most n bytes with an ellipsis.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
+	if len(s) <= n {
+		return s
+	}
+	const ellipsis = "…"
+	cut := n - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }
 
 // Invalid is the 422 answer for values that parse but make no sense.
@@ -121,8 +176,13 @@ func ProblemBody(r *http.Request, p *Problem) []byte {
 	if sc := trace.SpanFromContext(r.Context()).SpanContext(); sc.IsValid() {
 		p.TraceID = sc.TraceID().String()
 	}
-	b, _ := json.Marshal(p)
-	return append(b, '\n')
+	// Without HTML escaping, '<', '>' and '&' take one byte each, not six:
+	// part of what keeps a problem within MaxProblemBytes.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(p)
+	return b.Bytes()
 }
 
 // WriteRaw writes an already encoded JSON body: a problem for a status of

@@ -65,7 +65,6 @@ func TestDecodeJSON(t *testing.T) {
 		{"the first of two errors", "application/json", `{"items":[{"sku":"A","quantity":1},{"sku":7},{"sku":"B","quantity":"2"}]}`, 400, "items[1].sku", "must be a string"},
 		{"space around the value", "application/json", "{ \"items\" : [ {}, { \"quantity\" : \"1\" } ] }", 400, "items[1].quantity", "must be a whole number"},
 		{"nested objects before", "application/json", `{"items":[{"sku":"A"},{},{"quantity":{"n":1}}]}`, 400, "items[2].quantity", "must be a whole number"},
-		{"key in another case", "application/json", `{"Items":[{"Quantity":"1"}]}`, 400, "items[0].quantity", "must be a whole number"},
 		{"string for an array", "application/json", `{"items":"MUG"}`, 400, "items", "must be an array of JSON objects"},
 		{"object for an array", "application/json", `{"items":{"sku":"A"}}`, 400, "items", "must be an array of JSON objects"},
 		{"string for an item", "application/json", `{"items":["MUG"]}`, 400, "items[0]", "must be a JSON object"},
@@ -75,8 +74,17 @@ func TestDecodeJSON(t *testing.T) {
 		{"unknown field", "application/json", `{"customer_id":"c","password":"x"}`, 400, "password", "is not a field of this API"},
 		{"unknown field in an item", "application/json", `{"items":[{"sku":"A"},{"sku":"B","price":0}]}`, 400, "items[1].price", "is not a field of this API"},
 		{"unknown field after others", "application/json", `{"customer_id":"c","items":[{"sku":"A","quantity":1}],"coupon":{"code":"x"}}`, 400, "coupon", ""},
-		{"unknown field in another case", "application/json", `{"Items":[{"SKU":"A","x":1}]}`, 400, "items[0].x", ""},
 		{"unknown field with a dot", "application/json", `{"a.b":1}`, 400, `["a.b"]`, ""},
+
+		// Names are exact, and each is given once: encoding/json alone would
+		// take the last value and match any case.
+		{"field in another case", "application/json", `{"Customer_ID":"c"}`, 400, "Customer_ID", "is not a field of this API; names are case-sensitive: did you mean customer_id?"},
+		{"item field in another case", "application/json", `{"items":[{"sku":"A"},{"SKU":"B","quantity":1}]}`, 400, "items[1].SKU", "is not a field of this API; names are case-sensitive: did you mean sku?"},
+		{"case before a type error", "application/json", `{"Items":[{"Quantity":"1"}]}`, 400, "Items", ""},
+		{"duplicate field", "application/json", `{"customer_id":"a","customer_id":"b"}`, 400, "customer_id", "appears more than once in its object; give each field once"},
+		{"duplicate field in an item", "application/json", `{"items":[{"sku":"A"},{"quantity":1,"sku":"B","quantity":2}]}`, 400, "items[1].quantity", "appears more than once in its object; give each field once"},
+		{"duplicate unknown field", "application/json", `{"x":1,"x":2}`, 400, "x", "appears more than once in its object; give each field once"},
+		{"same name in sibling objects", "application/json", `{"items":[{"sku":"A","quantity":1},{"sku":"B","quantity":1}]}`, 0, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -306,5 +314,70 @@ func TestTraceContextKeepsTheTrace(t *testing.T) {
 		if got.IsValid() || w.Header().Get("traceresponse") != "" {
 			t.Errorf("%s got a trace context %v", path, got)
 		}
+	}
+}
+
+// A problem's size does not grow with the request behind it: many errors,
+// and long or hostile texts, still encode within MaxProblemBytes, as valid
+// JSON that ends in one entry counting what was left out.
+func TestProblemBound(t *testing.T) {
+	hostile := strings.Repeat(`"\<&`+"\x00\xff\u2028", 4<<10)
+	tests := []struct {
+		name        string
+		fields      int
+		text        string
+		wantErrors  int
+		wantOmitted string // "": no omitted entry
+	}{
+		{"few errors", 3, "is required", 3, ""},
+		{"exactly the cap", MaxFieldErrors, "is required", MaxFieldErrors, ""},
+		{"one over the cap", MaxFieldErrors + 1, "is required", MaxFieldErrors + 1, "1 more not listed; correct these and send the request again"},
+		{"thousands of hostile errors", 5000, hostile, MaxFieldErrors + 1, "4980 more not listed; correct these and send the request again"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fields := make([]FieldError, tt.fields)
+			for i := range fields {
+				fields[i] = FieldError{Field: tt.text, Reason: tt.text}
+			}
+			p := NewProblem(http.StatusUnprocessableEntity, tt.text, tt.text, fields...)
+			body := ProblemBody(httptest.NewRequest(http.MethodPost, "/", nil), p)
+			if len(body) > MaxProblemBytes {
+				t.Errorf("problem is %d bytes, want at most %d", len(body), MaxProblemBytes)
+			}
+			var got Problem
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatalf("problem is not JSON: %v", err)
+			}
+			if len(got.Errors) != tt.wantErrors {
+				t.Fatalf("%d errors, want %d", len(got.Errors), tt.wantErrors)
+			}
+			last := got.Errors[len(got.Errors)-1]
+			if omitted := last.Field == OmittedField; omitted != (tt.wantOmitted != "") || omitted && last.Reason != tt.wantOmitted {
+				t.Errorf("last entry = %+v, want omitted %q", last, tt.wantOmitted)
+			}
+			if got.Type == "" || got.Status != http.StatusUnprocessableEntity {
+				t.Errorf("type %q status %d, want a type and 422", got.Type, got.Status)
+			}
+		})
+	}
+}
+
+// DecodeJSONBody returns the object as sent, which a proxy forwards: never
+// longer than what it accepted, however much a re-encoding would escape.
+func TestDecodeJSONBody(t *testing.T) {
+	sent := `{"customer_id":"c<&>` + "\u2028" + `","items":[ {"sku":"A","quantity":1} ]}`
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(" "+sent+"\n"))
+	r.Header.Set("Content-Type", "application/json")
+	var dst order
+	got, err := DecodeJSONBody(httptest.NewRecorder(), r, &dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != sent {
+		t.Errorf("body = %s, want %s", got, sent)
+	}
+	if dst.CustomerID != "c<&>\u2028" || len(dst.Items) != 1 {
+		t.Errorf("decoded %+v", dst)
 	}
 }

@@ -20,12 +20,12 @@ import (
 // flight. A nil return means a clean stop.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, ready *atomic.Bool, shutdownTimeout time.Duration, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           LimitHeaders(h),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10, // larger headers (a giant baggage) get 431
+		MaxHeaderBytes:    serverHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
@@ -50,6 +50,52 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, ready *atomic.B
 		return fmt.Errorf("http server: %w", err)
 	}
 	return nil
+}
+
+// MaxHeaderBytes bounds a request's header section (its request line and
+// every header line, as sent), which LimitHeaders refuses beyond with a 431
+// problem. The server reads twice as much, serverHeaderBytes, so a request
+// between the two reaches LimitHeaders and gets its answer as problem+json;
+// only beyond that (and for a request it cannot parse) does Go's server
+// answer by itself, in plain text, before any handler runs.
+const (
+	MaxHeaderBytes    = 32 << 10
+	serverHeaderBytes = 2 * MaxHeaderBytes
+)
+
+// HeadersField is the field a FieldError names when the problem is the
+// request's headers as a whole.
+const HeadersField = "(headers)"
+
+// LimitHeaders answers 431 to a request whose headers exceed MaxHeaderBytes,
+// before any middleware parses them (the tracing middleware reads baggage
+// and traceparent). That answer has no trace_id: the request is refused
+// before it is traced.
+func LimitHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerBytes(r) > MaxHeaderBytes {
+			WriteProblem(w, r, NewProblem(http.StatusRequestHeaderFieldsTooLarge, "Header too large",
+				fmt.Sprintf("the request's headers must be at most %d bytes", MaxHeaderBytes),
+				FieldError{Field: HeadersField, Reason: fmt.Sprintf("must be at most %d bytes (%d KiB) in all", MaxHeaderBytes, MaxHeaderBytes>>10)}))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is the size of r's header section as the client sent it:
+// "METHOD target proto\r\n", then "Name: value\r\n" for each line.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2
+	if r.Host != "" { // the server moves Host out of r.Header
+		n += len("Host: ") + len(r.Host) + 2
+	}
+	for name, values := range r.Header {
+		for _, v := range values {
+			n += len(name) + 2 + len(v) + 2
+		}
+	}
+	return n
 }
 
 // Health answers /healthz: the process is alive.

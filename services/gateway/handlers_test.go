@@ -74,6 +74,10 @@ func TestProblemsWithTracingOff(t *testing.T) {
 			wantStatus: 400, wantErrors: []httpx.FieldError{{Field: "(body)", Reason: "must be a JSON object"}}},
 		{name: "unknown field in an item", method: "POST", path: "/api/orders", body: `{"customer_id":"c","items":[{"sku":"A","quantity":1,"card":"4111"}]}`,
 			wantStatus: 400, wantErrors: []httpx.FieldError{{Field: "items[0].card", Reason: "is not a field of this API"}}},
+		{name: "field in another case", method: "POST", path: "/api/orders", body: `{"customer_id":"c","Items":[]}`,
+			wantStatus: 400, wantErrors: []httpx.FieldError{{Field: "Items", Reason: "is not a field of this API; names are case-sensitive: did you mean items?"}}},
+		{name: "duplicate field", method: "POST", path: "/api/orders", body: `{"customer_id":"a","customer_id":"b","items":[]}`,
+			wantStatus: 400, wantErrors: []httpx.FieldError{{Field: "customer_id", Reason: "appears more than once in its object; give each field once"}}},
 		{name: "malformed tenant", method: "POST", path: "/api/orders", body: valid, header: map[string]string{"X-Tenant-ID": "-acme"},
 			wantStatus: 400, wantErrors: []httpx.FieldError{{Field: "X-Tenant-ID",
 				Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_' or '-', the first a letter or digit"}}},
@@ -129,5 +133,56 @@ func TestProblemsWithTracingOff(t *testing.T) {
 				t.Errorf("orders got traceparent %q, want the trace %s", got, want)
 			}
 		})
+	}
+}
+
+// What the gateway accepts, orders accepts too: the gateway forwards the
+// object as sent, so a body of characters that JSON re-encoding escapes
+// (six bytes for each '<') cannot grow past orders' body limit into a 413.
+func TestForwardedBodyFitsOrders(t *testing.T) {
+	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
+		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
+	}
+	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "gateway", LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = shutdown(context.Background()) })
+
+	received := make(chan []byte, 1)
+	// A stand-in for orders with its real decoding and body limit.
+	orders := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, err := httpx.DecodeJSONBody(w, r, &placeOrderRequest{})
+		received <- raw
+		if err != nil {
+			httpx.WriteProblem(w, r, err.(*httpx.Problem))
+			return
+		}
+		httpx.WriteJSON(w, http.StatusCreated, map[string]string{"order_id": "o1"})
+	}))
+	t.Cleanup(orders.Close)
+	s := &server{tel: tel, orders: &http.Client{Transport: tel.HTTPTransport(http.DefaultTransport)}, base: orders.URL}
+	gateway := httptest.NewServer(s.routes())
+	t.Cleanup(gateway.Close)
+
+	// 30 KB: ten items whose SKUs are 3,000 '<' each, 180 KB once escaped.
+	items := make([]string, 10)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"sku":"%s","quantity":1}`, strings.Repeat("<", 3000))
+	}
+	body := `{"customer_id":"c&d","items":[` + strings.Join(items, ",") + `]}`
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, gateway.URL+"/api/orders", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("answer %d %s, want 201", resp.StatusCode, answer)
+	}
+	if got := <-received; string(got) != body {
+		t.Errorf("orders received %d bytes, want the %d the client sent, unchanged", len(got), len(body))
 	}
 }

@@ -153,6 +153,17 @@ func TestPlaceOrderProblems(t *testing.T) {
 			400, []httpx.FieldError{{Field: "Idempotency-Key", Reason: "must be 1 to 255 visible ASCII characters (no spaces)"}}, ""},
 		{"idempotency key too long", `{"customer_id":"c","items":[{"sku":"A","quantity":1}]}`, map[string]string{"Idempotency-Key": strings.Repeat("k", 256)},
 			400, []httpx.FieldError{{Field: "Idempotency-Key", Reason: "must be 1 to 255 visible ASCII characters (no spaces)"}}, ""},
+		{"too many items, each invalid", `{"customer_id":"","items":[` + strings.Repeat(`{"sku":"","quantity":0},`, 2000) + `{}]}`, nil,
+			422, []httpx.FieldError{
+				{Field: "customer_id", Reason: "is required"},
+				{Field: "items", Reason: "must hold 1 to 50 items"},
+			}, ""},
+		{"more errors than a problem lists", `{"customer_id":"c","items":[` + strings.Repeat(`{"sku":"","quantity":0},`, 49) + `{}]}`, nil,
+			422, manyErrors(httpx.MaxFieldErrors, "80 more not listed; correct these and send the request again"), ""},
+		{"field in another case", `{"Customer_Id":"c","items":[{"sku":"A","quantity":1}]}`, nil,
+			400, []httpx.FieldError{{Field: "Customer_Id", Reason: "is not a field of this API; names are case-sensitive: did you mean customer_id?"}}, ""},
+		{"duplicate field", `{"customer_id":"c","items":[{"sku":"A","quantity":1,"quantity":9}]}`, nil,
+			400, []httpx.FieldError{{Field: "items[0].quantity", Reason: "appears more than once in its object; give each field once"}}, ""},
 		{"a trace from the caller", `{"customer_id":"c"}`, map[string]string{"traceparent": traceparent},
 			422, []httpx.FieldError{{Field: "items", Reason: "must hold 1 to 50 items"}}, "4bf92f3577b34da6a3ce929d0e0e4736"},
 	}
@@ -173,9 +184,24 @@ func TestPlaceOrderProblems(t *testing.T) {
 			if fmt.Sprint(p.Errors) != fmt.Sprint(tt.wantErrors) {
 				t.Errorf("errors = %v, want %v", p.Errors, tt.wantErrors)
 			}
+			if w.Body.Len() > httpx.MaxProblemBytes {
+				t.Errorf("problem of %d bytes for a body of %d, want at most %d", w.Body.Len(), len(tt.body), httpx.MaxProblemBytes)
+			}
 			if len(p.TraceID) != 32 || p.TraceID == strings.Repeat("0", 32) || tt.wantTraceID != "" && p.TraceID != tt.wantTraceID {
 				t.Errorf("trace_id = %q, want a trace ID (%q)", p.TraceID, tt.wantTraceID)
 			}
 		})
 	}
+}
+
+// manyErrors is the start of the errors of 50 items without sku or
+// quantity, as a problem lists them: n entries, then the one for the rest.
+func manyErrors(n int, omitted string) []httpx.FieldError {
+	var fields []httpx.FieldError
+	for i := 0; len(fields) < n; i++ {
+		fields = append(fields,
+			httpx.FieldError{Field: httpx.FieldPath("items", i, "sku"), Reason: "is required"},
+			httpx.FieldError{Field: httpx.FieldPath("items", i, "quantity"), Reason: "must be a whole number from 1 to 10000"})
+	}
+	return append(fields[:n], httpx.FieldError{Field: httpx.OmittedField, Reason: omitted})
 }
