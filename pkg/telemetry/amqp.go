@@ -8,6 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
@@ -60,9 +61,15 @@ func InjectAMQP(ctx context.Context, prop propagation.TextMapPropagator, headers
 }
 
 // ExtractAMQP returns ctx with the remote span context and baggage found in
-// headers; missing or malformed headers leave ctx as it was.
+// headers, within the trust policy (FilterBaggage, FilterTraceState): anyone
+// who can publish to the broker can set them. Missing or malformed headers
+// leave ctx as it was.
 func ExtractAMQP(ctx context.Context, prop propagation.TextMapPropagator, headers amqp.Table) context.Context {
-	return prop.Extract(ctx, AMQPCarrier(headers))
+	ctx = trustedExtract{TextMapPropagator: prop}.Extract(ctx, AMQPCarrier(headers))
+	if b := baggage.FromContext(ctx); b.Len() > 0 {
+		ctx = baggage.ContextWithBaggage(ctx, FilterBaggage(b))
+	}
+	return ctx
 }
 
 // AMQPMessageAttributes are what every span about one RabbitMQ message says,

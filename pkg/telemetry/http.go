@@ -24,6 +24,7 @@ type HTTPOption func(*httpOptions)
 
 type httpOptions struct {
 	startAttrs func(*http.Request) []attribute.KeyValue
+	newRoot    bool
 }
 
 // WithStartAttributes gives each SERVER span the attributes fn returns for
@@ -34,10 +35,21 @@ func WithStartAttributes(fn func(*http.Request) []attribute.KeyValue) HTTPOption
 	return func(o *httpOptions) { o.startAttrs = fn }
 }
 
+// WithNewRoot starts every SERVER span as the root of a new trace, linked to
+// the caller's span, instead of continuing the caller's trace: the sampler,
+// not the caller's flags, decides whether the request is traced, and the
+// caller's tracestate is not carried on. For a public edge whose callers are
+// not trusted.
+func WithNewRoot() HTTPOption {
+	return func(o *httpOptions) { o.newRoot = true }
+}
+
 // HTTPMiddleware traces and measures the requests of a chi router. Install it
 // with the router's first Use: it names each SERVER span after the matched
 // route template ("GET /api/orders/{id}"), sets http.route on the span and the
-// metrics, and answers with a W3C traceresponse header.
+// metrics, and answers with a W3C traceresponse header. A caller's
+// tracestate beyond MaxTraceStateBytes is dropped as it is extracted: the
+// SERVER span inherits it when it starts.
 func (t *Telemetry) HTTPMiddleware(opts ...HTTPOption) func(http.Handler) http.Handler {
 	var o httpOptions
 	for _, opt := range opts {
@@ -52,7 +64,8 @@ func (t *Telemetry) HTTPMiddleware(opts ...HTTPOption) func(http.Handler) http.H
 	otelMW := otelhttp.NewMiddleware("http.server",
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithMeterProvider(t.MeterProvider),
-		otelhttp.WithPropagators(t.Propagator),
+		otelhttp.WithPropagators(trustedExtract{TextMapPropagator: t.Propagator, dropTraceState: o.newRoot}),
+		otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return o.newRoot }),
 		otelhttp.WithFilter(func(r *http.Request) bool { return !isPolled(r) }),
 		otelhttp.WithSpanNameFormatter(serverSpanName),
 	)

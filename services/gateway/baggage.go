@@ -3,36 +3,20 @@ package main
 import (
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Baggage travels to every service behind the gateway and into the message
-// headers, so what comes from outside is untrusted: only these members pass,
-// each value checked, and the whole is capped.
-var baggageAllowlist = map[string]*regexp.Regexp{
-	tenantKey:    tenantPattern,
-	requestIDKey: requestIDPattern,
-}
-
-const (
-	tenantKey       = "tenant.id"
-	requestIDKey    = "request.id"
-	maxBaggageBytes = 512  // what the gateway passes on
-	maxInboundBytes = 8192 // what W3C Baggage allows a sender at most
-)
-
-var (
-	tenantPattern    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
-)
+// The gateway refuses a baggage header larger than W3C Baggage allows a
+// sender; of a smaller one, it passes on what telemetry.FilterBaggage keeps.
+const maxInboundBytes = 8192
 
 // edge is what the gateway takes from a request's own headers; each wins
 // over the same member of the inbound baggage.
@@ -55,10 +39,10 @@ func trustedBaggage(next http.Handler) http.Handler {
 			return
 		}
 		b := filterBaggage(baggage.FromContext(r.Context()), e)
-		id := b.Member(requestIDKey).Value()
+		id := b.Member(telemetry.RequestIDKey).Value()
 		if id == "" {
 			id = uuid.NewString()
-			if m, err := baggage.NewMemberRaw(requestIDKey, id); err == nil {
+			if m, err := baggage.NewMemberRaw(telemetry.RequestIDKey, id); err == nil {
 				b, _ = b.SetMember(m)
 			}
 		}
@@ -81,8 +65,8 @@ func tenantAttributes(r *http.Request) []attribute.KeyValue {
 		return nil
 	}
 	inbound := baggage.FromContext(propagation.Baggage{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
-	if t := filterBaggage(inbound, e).Member(tenantKey).Value(); t != "" {
-		return []attribute.KeyValue{attribute.String(tenantKey, t)}
+	if t := filterBaggage(inbound, e).Member(telemetry.TenantKey).Value(); t != "" {
+		return []attribute.KeyValue{attribute.String(telemetry.TenantKey, t)}
 	}
 	return nil
 }
@@ -97,42 +81,27 @@ func checkHeaders(h http.Header) (e edge, problem *httpx.Problem) {
 			httpx.FieldError{Field: "baggage", Reason: fmt.Sprintf("must be at most %d bytes", maxInboundBytes)})
 	}
 	e = edge{tenant: h.Get("X-Tenant-ID"), requestID: h.Get("X-Request-ID")}
-	if e.tenant != "" && !tenantPattern.MatchString(e.tenant) {
+	if e.tenant != "" && !telemetry.TenantPattern.MatchString(e.tenant) {
 		return edge{}, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the tenant header is malformed",
 			httpx.FieldError{Field: "X-Tenant-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_' or '-', the first a letter or digit"})
 	}
-	if e.requestID != "" && !requestIDPattern.MatchString(e.requestID) {
+	if e.requestID != "" && !telemetry.RequestIDPattern.MatchString(e.requestID) {
 		return edge{}, httpx.NewProblem(http.StatusBadRequest, "Invalid header", "the request id header is malformed",
 			httpx.FieldError{Field: "X-Request-ID", Reason: "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_', ':' or '-', the first a letter or digit"})
 	}
 	return e, nil
 }
 
-// filterBaggage keeps the allowed, well-formed members of in (without their
-// properties), sets the members e gives, and drops everything if the result
-// would exceed maxBaggageBytes.
+// filterBaggage sets the members e gives over those of in, and returns what
+// the trust policy lets pass of the result.
 func filterBaggage(in baggage.Baggage, e edge) baggage.Baggage {
-	set := map[string]string{tenantKey: e.tenant, requestIDKey: e.requestID}
-	var members []baggage.Member
-	for _, m := range in.Members() {
-		pattern, allowed := baggageAllowlist[m.Key()]
-		if !allowed || !pattern.MatchString(m.Value()) || set[m.Key()] != "" {
+	for key, v := range map[string]string{telemetry.TenantKey: e.tenant, telemetry.RequestIDKey: e.requestID} {
+		if v == "" {
 			continue
 		}
-		if clean, err := baggage.NewMemberRaw(m.Key(), m.Value()); err == nil {
-			members = append(members, clean)
+		if m, err := baggage.NewMemberRaw(key, v); err == nil {
+			in, _ = in.SetMember(m)
 		}
 	}
-	for _, key := range []string{tenantKey, requestIDKey} {
-		if v := set[key]; v != "" {
-			if m, err := baggage.NewMemberRaw(key, v); err == nil {
-				members = append(members, m)
-			}
-		}
-	}
-	out, err := baggage.New(members...)
-	if err != nil || len(out.String()) > maxBaggageBytes {
-		return baggage.Baggage{}
-	}
-	return out
+	return telemetry.FilterBaggage(in)
 }

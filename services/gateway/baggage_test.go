@@ -37,7 +37,7 @@ func TestFilterBaggage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in, _ := baggage.Parse(tt.inbound)
 			got := filterBaggage(in, edge{tenant: tt.tenant})
-			if v := got.Member(tenantKey).Value(); v != tt.want {
+			if v := got.Member(telemetry.TenantKey).Value(); v != tt.want {
 				t.Errorf("tenant.id = %q, want %q", v, tt.want)
 			}
 			if got.Len() != tt.wantLen {
@@ -108,7 +108,7 @@ func TestTenantAttributes(t *testing.T) {
 			}
 			got := ""
 			for _, kv := range tenantAttributes(r) {
-				if kv.Key == tenantKey {
+				if kv.Key == telemetry.TenantKey {
 					got = kv.Value.AsString()
 				}
 			}
@@ -120,7 +120,7 @@ func TestTenantAttributes(t *testing.T) {
 			// otelhttp extracts it: the tenant passed on is the same.
 			passed := ""
 			h := trustedBaggage(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
-				passed = baggage.FromContext(r.Context()).Member(tenantKey).Value()
+				passed = baggage.FromContext(r.Context()).Member(telemetry.TenantKey).Value()
 			}))
 			ctx := propagation.Baggage{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 			h.ServeHTTP(httptest.NewRecorder(), r.WithContext(ctx))
@@ -184,7 +184,7 @@ func (t startRecordingTracer) Start(ctx context.Context, name string, opts ...tr
 	if cfg := trace.NewSpanStartConfig(opts...); cfg.SpanKind() == trace.SpanKindServer {
 		tenant := ""
 		for _, kv := range cfg.Attributes() {
-			if kv.Key == tenantKey {
+			if kv.Key == telemetry.TenantKey {
 				tenant = kv.Value.AsString()
 			}
 		}
@@ -224,17 +224,17 @@ func TestRequestID(t *testing.T) {
 		{"valid inbound member", "", "request.id=edge-7", "edge-7"},
 	} {
 		w := serve(tt.header, tt.inbound)
-		if got := w.Header().Get("X-Request-ID"); got != tt.want || seen.Member(requestIDKey).Value() != tt.want {
-			t.Errorf("%s: answered %q, passed on %q; want %q for both", tt.name, got, seen.Member(requestIDKey).Value(), tt.want)
+		if got := w.Header().Get("X-Request-ID"); got != tt.want || seen.Member(telemetry.RequestIDKey).Value() != tt.want {
+			t.Errorf("%s: answered %q, passed on %q; want %q for both", tt.name, got, seen.Member(telemetry.RequestIDKey).Value(), tt.want)
 		}
 	}
 
 	first, second := serve("", "").Header().Get("X-Request-ID"), serve("", "request.id=%20bad").Header().Get("X-Request-ID")
-	if !requestIDPattern.MatchString(first) || !requestIDPattern.MatchString(second) || first == second {
+	if !telemetry.RequestIDPattern.MatchString(first) || !telemetry.RequestIDPattern.MatchString(second) || first == second {
 		t.Errorf("new request ids %q and %q: want two different, valid ids", first, second)
 	}
-	if seen.Member(requestIDKey).Value() != second {
-		t.Errorf("passed on request.id %q, answered %q", seen.Member(requestIDKey).Value(), second)
+	if seen.Member(telemetry.RequestIDKey).Value() != second {
+		t.Errorf("passed on request.id %q, answered %q", seen.Member(telemetry.RequestIDKey).Value(), second)
 	}
 
 	for _, bad := range []string{"has space", "semi;colon", strings.Repeat("x", 65), "-leading-dash"} {

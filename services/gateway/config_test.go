@@ -14,7 +14,7 @@ func TestLoadConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.HTTPAddr != ":8080" || cfg.OrdersURL != "http://localhost:8081" || cfg.OrdersTimeout != 10*time.Second {
+		if cfg.HTTPAddr != ":8080" || cfg.OrdersURL != "http://localhost:8081" || cfg.OrdersTimeout != 10*time.Second || cfg.InboundTrace != InboundTrust {
 			t.Errorf("defaults = %+v", cfg)
 		}
 	})
@@ -28,7 +28,14 @@ func TestLoadConfig(t *testing.T) {
 		{"orders url with another scheme", map[string]string{"ORDERS_URL": "ftp://orders"}, "ORDERS_URL"},
 		{"unparsable timeout", map[string]string{"ORDERS_TIMEOUT": "soon"}, "ORDERS_TIMEOUT"},
 		{"zero shutdown timeout", map[string]string{"SHUTDOWN_TIMEOUT": "0s"}, "SHUTDOWN_TIMEOUT"},
+		{"unknown inbound trace policy", map[string]string{"INBOUND_TRACE": "ignore"}, "INBOUND_TRACE"},
 	}
+	t.Run("new-root", func(t *testing.T) {
+		cfg, err := loadConfig(t.Context(), envconfig.MapLookuper(map[string]string{"INBOUND_TRACE": "new-root"}))
+		if err != nil || cfg.InboundTrace != InboundNewRoot || len(cfg.InboundTrace.httpOptions()) != 1 {
+			t.Errorf("INBOUND_TRACE=new-root: %+v, %v; want the new-root policy", cfg.InboundTrace, err)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := loadConfig(t.Context(), envconfig.MapLookuper(tt.env))

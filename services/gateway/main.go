@@ -62,7 +62,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR: %w", err)
 	}
-	err = httpx.Serve(ctx, ln, srv.routes(), &srv.ready, cfg.ShutdownTimeout, log)
+	err = httpx.Serve(ctx, ln, srv.routes(cfg.InboundTrace.httpOptions()...), &srv.ready, cfg.ShutdownTimeout, log)
 	log.InfoContext(ctx, "gateway stopped", "error", err)
 	return err
 }

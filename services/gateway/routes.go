@@ -8,12 +8,14 @@ import (
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 )
 
-// routes lists every route of the gateway, the suite's public face.
-func (s *server) routes() http.Handler {
+// routes lists every route of the gateway, the suite's public face. inbound
+// adds the tracing options of the edge's inbound trace policy (INBOUND_TRACE).
+func (s *server) routes(inbound ...telemetry.HTTPOption) http.Handler {
 	r := chi.NewRouter()
 	// The tenant is known when the SERVER span starts: a priority tenant's
 	// trace is always kept.
-	r.Use(s.tel.HTTPMiddleware(telemetry.WithStartAttributes(tenantAttributes)), httpx.TraceContext, httpx.Recover, trustedBaggage)
+	tracing := append([]telemetry.HTTPOption{telemetry.WithStartAttributes(tenantAttributes)}, inbound...)
+	r.Use(s.tel.HTTPMiddleware(tracing...), httpx.TraceContext, httpx.Recover, trustedBaggage)
 	r.NotFound(httpx.NotFound)
 	r.MethodNotAllowed(httpx.MethodNotAllowed)
 

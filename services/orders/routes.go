@@ -5,12 +5,15 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/ordertrace/ordertrace/pkg/httpx"
+	"github.com/ordertrace/ordertrace/pkg/telemetry"
 )
 
 // routes lists every route of the orders service.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.tel.HTTPMiddleware(), httpx.TraceContext, httpx.Recover)
+	// Orders' port can be reached without the gateway: the baggage it stores,
+	// publishes and records passes the same trust policy here.
+	r.Use(s.tel.HTTPMiddleware(), telemetry.TrustBaggage, httpx.TraceContext, httpx.Recover)
 	r.NotFound(httpx.NotFound)
 	r.MethodNotAllowed(httpx.MethodNotAllowed)
 
