@@ -144,6 +144,14 @@ bench-micro: test-services ## micro-benchmarks of the hot telemetry paths and of
 	@mkdir -p bin
 	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry ./pkg/telemetry/instrumented ./pkg/scenario | tee bin/bench-micro.txt
 
+.PHONY: fuzz
+fuzz: ## fuzz the request decoder, the baggage filter and the AMQP carrier for a while each (FUZZTIME=15s)
+	go test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./pkg/httpx
+	go test -run '^$$' -fuzz '^FuzzFilterBaggage$$' -fuzztime $(FUZZTIME) ./pkg/telemetry
+	go test -run '^$$' -fuzz '^FuzzExtractAMQP$$' -fuzztime $(FUZZTIME) ./pkg/telemetry
+
+FUZZTIME ?= 15s
+
 .PHONY: test-unit
 test-unit: ## run the tests that need no PostgreSQL, Redis or RabbitMQ
 	go test $(GOTEST_FLAGS) $(filter-out %/e2e,$(shell go list $(MODULES)))

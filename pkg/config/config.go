@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/url"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"github.com/sethvargo/go-envconfig"
@@ -85,13 +86,61 @@ func (l *LogLevel) EnvDecode(val string) error {
 // Level makes a LogLevel a slog.Leveler.
 func (l LogLevel) Level() slog.Level { return slog.Level(l) }
 
-// Redact hides the password of a connection URL so it can be logged.
+// mask replaces every secret Redact finds.
+const mask = "xxxxx"
+
+// Redact hides every secret a connection string can carry, so it can be
+// logged: the password of the user info, and the value of each secret
+// parameter (isSecret), in the URL's query or in the key=value form that
+// libpq and pgx also accept ("host=db password=...").
 func Redact(raw string) string {
+	if !strings.Contains(raw, "://") && strings.Contains(raw, "=") {
+		return redactKeywords(raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"
 	}
+	// Parameter by parameter, not url.Values, to keep the order they were
+	// written in.
+	params := strings.Split(u.RawQuery, "&")
+	for i, p := range params {
+		name, _, hasValue := strings.Cut(p, "=")
+		if key, err := url.QueryUnescape(name); hasValue && (err != nil || isSecret(key)) {
+			params[i] = name + "=" + mask
+		}
+	}
+	u.RawQuery = strings.Join(params, "&")
 	return u.Redacted()
+}
+
+// keyword is one key=value pair of the libpq form; a value is either quoted,
+// with backslash escapes, or runs to the next space.
+var keyword = regexp.MustCompile(`([A-Za-z_]+)(\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s\\]|\\.)*)`)
+
+func redactKeywords(raw string) string {
+	return keyword.ReplaceAllStringFunc(raw, func(pair string) string {
+		m := keyword.FindStringSubmatch(pair)
+		if !isSecret(m[1]) {
+			return pair
+		}
+		return m[1] + m[2] + mask
+	})
+}
+
+// isSecret reports whether a connection parameter may hold a credential:
+// any name with pass, pwd, secret, token, key or credential in it (password,
+// sslpassword, passfile, sslkey, which pgx also accepts inline, api_key,
+// access_token), and auth, which some Redis clients take for the password.
+// A file path caught by this rule costs only a masked log field.
+func isSecret(name string) bool {
+	name = strings.ToLower(name)
+	for _, part := range []string{"pass", "pwd", "secret", "token", "key", "credential"} {
+		if strings.Contains(name, part) {
+			return true
+		}
+	}
+	return name == "auth"
 }
 
 // Backends are the connection URLs of orders and fulfillment, which share
@@ -111,7 +160,7 @@ func (b Backends) Check() error {
 	)
 }
 
-// LogAttrs describes the URLs for a log line, passwords masked.
+// LogAttrs describes the URLs for a log line, every secret masked (Redact).
 func (b Backends) LogAttrs() []slog.Attr {
 	return []slog.Attr{
 		slog.String("database_url", Redact(b.DatabaseURL)),

@@ -66,6 +66,20 @@ func TestRedact(t *testing.T) {
 		{"postgres://app:s3cret@db:5432/orders", "postgres://app:xxxxx@db:5432/orders"},
 		{"redis://localhost:6379/0", "redis://localhost:6379/0"},
 		{"::not a url", "(unparsable URL)"},
+		// Every secret a query can carry, in the order it was written.
+		{
+			"postgres://app@db/orders?sslmode=verify-full&password=planted1&sslpassword=planted2&sslkey=planted3&application_name=orders",
+			"postgres://app@db/orders?sslmode=verify-full&password=xxxxx&sslpassword=xxxxx&sslkey=xxxxx&application_name=orders",
+		},
+		{"postgres://u:planted1@db/orders?PassWord=planted2", "postgres://u:xxxxx@db/orders?PassWord=xxxxx"},
+		{"postgres://db/orders?pass%77ord=planted1", "postgres://db/orders?pass%77ord=xxxxx"},
+		{"postgres://db/orders?%zz=planted1", "postgres://db/orders?%zz=xxxxx"},
+		{"rediss://:planted1@cache:6380/0?auth=planted2&client_secret=planted3", "rediss://:xxxxx@cache:6380/0?auth=xxxxx&client_secret=xxxxx"},
+		{"amqps://guest:planted1@mq/?auth_token=planted2&heartbeat=10", "amqps://guest:xxxxx@mq/?auth_token=xxxxx&heartbeat=10"},
+		// The key=value form pgx also accepts, with its quoting.
+		{"host=db user=app password=planted1 dbname=orders", "host=db user=app password=xxxxx dbname=orders"},
+		{"host=db password = 'planted 1 \\' planted2' sslpassword='' sslkey=planted\\ 3", "host=db password = xxxxx sslpassword=xxxxx sslkey=xxxxx"},
+		{"password='planted1", "password=xxxxx"},
 	}
 	for _, tt := range tests {
 		if got := Redact(tt.in); got != tt.want {
@@ -93,6 +107,12 @@ func TestBackends(t *testing.T) {
 	for _, a := range cfg.LogAttrs() {
 		if strings.Contains(a.Value.String(), "pw") || strings.Contains(a.Value.String(), "guest:guest") {
 			t.Errorf("%s shows a password: %s", a.Key, a.Value)
+		}
+	}
+	cfg.DatabaseURL = "postgres://postgres@127.0.0.1:5432/db?sslmode=disable&password=planted-secret"
+	for _, a := range cfg.LogAttrs() {
+		if strings.Contains(a.Value.String(), "planted-secret") {
+			t.Errorf("%s shows the query's password: %s", a.Key, a.Value)
 		}
 	}
 }

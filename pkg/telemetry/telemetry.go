@@ -126,7 +126,15 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	}
 	var tp trace.TracerProvider = tracenoop.NewTracerProvider()
 	if !autoexport.IsNoneSpanExporter(spanExp) {
-		tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp)}
+		// The SDK keeps attribute values whole unless told otherwise; the
+		// suite caps them (limits.go). NewSpanLimits reads the other limits
+		// from their OTEL_* variables, as the SDK would without this option.
+		limits := sdktrace.NewSpanLimits()
+		limits.AttributeValueLengthLimit, err = attributeValueLengthLimit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+		if err != nil {
+			return nil, nil, errors.Join(err, spanExp.Shutdown(ctx))
+		}
+		tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp), sdktrace.WithRawSpanLimits(limits)}
 		if sampler != nil {
 			tpOpts = append(tpOpts, sdktrace.WithSampler(sampler))
 		}
@@ -141,7 +149,14 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	}
 	var lp otellog.LoggerProvider = lognoop.NewLoggerProvider()
 	if !autoexport.IsNoneLogExporter(logExp) {
-		sdklp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(sdklog.NewBatchProcessor(logExp)))
+		// The SDK reads only the log-specific variable; the general one
+		// and the suite's default apply to log records too.
+		lenLimit, err := attributeValueLengthLimit("OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+		if err != nil {
+			return nil, nil, errors.Join(err, logExp.Shutdown(ctx))
+		}
+		sdklp := sdklog.NewLoggerProvider(sdklog.WithResource(res), sdklog.WithProcessor(sdklog.NewBatchProcessor(logExp)),
+			sdklog.WithAttributeValueLengthLimit(lenLimit))
 		shutdowns = append(shutdowns, sdklp.Shutdown)
 		lp = sdklp
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -35,5 +37,19 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("loadConfig() error = %v, want one naming %s", err, tt.wantName)
 			}
 		})
+	}
+}
+
+func TestLoggedConfigHidesPlantedPassword(t *testing.T) {
+	// The password is in the query, where libpq also reads it.
+	planted := "postgres://postgres@127.0.0.1:5432/db?sslmode=disable&password=planted-secret"
+	cfg, err := loadConfig(t.Context(), envconfig.MapLookuper(map[string]string{"DATABASE_URL": planted}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("starting fulfillment", "config", cfg)
+	if strings.Contains(out.String(), "planted-secret") || !strings.Contains(out.String(), "password=xxxxx") {
+		t.Errorf("logged %s, want the query's password masked", out.String())
 	}
 }

@@ -1,7 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sethvargo/go-envconfig"
@@ -40,5 +47,67 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("loadConfig() error = %v, want one naming %s", err, tt.wantName)
 			}
 		})
+	}
+}
+
+// plantedDatabaseURL carries its password in the query, where libpq also
+// reads it; trust authentication ignores it.
+const plantedDatabaseURL = "postgres://postgres@127.0.0.1:5432/db?sslmode=disable&password=planted-secret"
+
+func TestLoggedConfigHidesPlantedPassword(t *testing.T) {
+	cfg, err := loadConfig(t.Context(), envconfig.MapLookuper(map[string]string{"DATABASE_URL": plantedDatabaseURL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("starting orders", "config", cfg)
+	if strings.Contains(out.String(), "planted-secret") || !strings.Contains(out.String(), "password=xxxxx") {
+		t.Errorf("logged %s, want the query's password masked", out.String())
+	}
+}
+
+// The start-up line itself, as run writes it to stdout and exports it over
+// OTLP: with its context already done, run stops at the first use of a
+// backend, after logging its config, and flushes its telemetry on the way out.
+func TestStartupLineHidesPlantedPassword(t *testing.T) {
+	var mu sync.Mutex
+	var exported bytes.Buffer // OTLP/protobuf keeps strings as they are
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		exported.Write(body)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	t.Setenv("OTEL_LOGS_EXPORTER", "otlp")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "none")
+	t.Setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", collector.URL+"/v1/logs")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var out bytes.Buffer
+	err := run(ctx, envconfig.MapLookuper(map[string]string{"DATABASE_URL": plantedDatabaseURL}), &out)
+	if err == nil || strings.Contains(err.Error(), "planted-secret") {
+		t.Errorf("run() error = %v, want one without the planted password", err)
+	}
+	if !strings.Contains(out.String(), `"msg":"starting orders"`) {
+		t.Fatalf("no start-up line in %s", out.String())
+	}
+	for line := range strings.Lines(out.String()) {
+		if strings.Contains(line, "planted-secret") {
+			t.Errorf("logged the planted password: %s", line)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(exported.String(), "starting orders") {
+		t.Fatal("the start-up line was not exported over OTLP")
+	}
+	if strings.Contains(exported.String(), "planted-secret") {
+		t.Error("exported the planted password over OTLP")
 	}
 }
