@@ -62,7 +62,7 @@ func loadConfig(ctx context.Context, env envconfig.Lookuper) (Config, error) {
 	return cfg, errors.Join(errs...)
 }
 
-// LogValue masks the passwords in the connection URLs.
+// LogValue masks the secrets of the connection URLs (config.Redact).
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(append(c.Backends.LogAttrs(),
 		slog.String("http_addr", c.HTTPAddr),
