@@ -145,7 +145,7 @@ bench-micro: test-services ## micro-benchmarks of the hot telemetry paths and of
 	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry ./pkg/telemetry/instrumented ./pkg/scenario | tee bin/bench-micro.txt
 
 .PHONY: fuzz
-fuzz: ## fuzz the request decoder, the baggage filter and the AMQP carrier for a while each (FUZZTIME=15s)
+fuzz: ## fuzz the request decoder, the baggage filter and the AMQP carrier (FUZZTIME=15s, or a count such as 20000x)
 	go test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./pkg/httpx
 	go test -run '^$$' -fuzz '^FuzzFilterBaggage$$' -fuzztime $(FUZZTIME) ./pkg/telemetry
 	go test -run '^$$' -fuzz '^FuzzExtractAMQP$$' -fuzztime $(FUZZTIME) ./pkg/telemetry
