@@ -43,11 +43,18 @@ func TestCollectorManifestMatchesImage(t *testing.T) {
 // collector builds (or finds in the cache) the collector of builder.yaml.
 func collector(t *testing.T) string {
 	t.Helper()
+	return built(t, "build-collector.sh")
+}
+
+// built runs one of scripts/build-*.sh, which builds a program (or finds it
+// in the cache outside the tree) and prints its path.
+func built(t *testing.T, script string, args ...string) string {
+	t.Helper()
 	var out, stderr bytes.Buffer
-	cmd := exec.Command("bash", "../scripts/build-collector.sh")
+	cmd := exec.Command("bash", append([]string{"../scripts/" + script}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("build the collector: %v\n%s", err, stderr.String())
+		t.Fatalf("%s %s: %v\n%s", script, strings.Join(args, " "), err, stderr.String())
 	}
 	return strings.TrimSpace(out.String())
 }

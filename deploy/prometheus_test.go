@@ -15,13 +15,7 @@ import (
 // tools/prometheus/go.mod: Prometheus 3.14.0, the compose image's.
 func promtool(t *testing.T) string {
 	t.Helper()
-	var out, stderr bytes.Buffer
-	cmd := exec.Command("bash", "../scripts/build-tool.sh", "prometheus", "promtool")
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("build promtool: %v\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(out.String())
+	return built(t, "build-tool.sh", "prometheus", "promtool")
 }
 
 // TestStackPromtool runs promtool on the stack's Prometheus files: the

@@ -19,11 +19,7 @@ import (
 // secureTool builds (or finds in the cache) a program of tools/<module>.
 func secureTool(t *testing.T, module, name string) string {
 	t.Helper()
-	out, err := exec.Command("bash", "../scripts/build-tool.sh", module, name).Output()
-	if err != nil {
-		t.Fatalf("build %s: %v", name, err)
-	}
-	return strings.TrimSpace(string(out))
+	return built(t, "build-tool.sh", module, name)
 }
 
 // TestStackSecurePrometheus runs the real Prometheus on the secure profile's

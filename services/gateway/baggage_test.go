@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -134,14 +133,7 @@ func TestTenantAttributes(t *testing.T) {
 // TestServerSpanStartsWithTenant: the gateway's SERVER span has tenant.id
 // among its start attributes, where a sampler sees it.
 func TestServerSpanStartsWithTenant(t *testing.T) {
-	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
-		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
-	}
-	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "gateway", LogOutput: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	tel := telemetryOff(t)
 	rec := &startRecorder{}
 	tel.TracerProvider = rec
 	h := (&server{tel: tel}).routes()

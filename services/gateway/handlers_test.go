@@ -22,14 +22,7 @@ import (
 // sent one, else a trace the gateway starts, answers in traceresponse and
 // passes on to orders.
 func TestProblemsWithTracingOff(t *testing.T) {
-	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
-		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
-	}
-	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "gateway", LogOutput: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	tel := telemetryOff(t)
 
 	var (
 		mu         sync.Mutex
@@ -140,14 +133,7 @@ func TestProblemsWithTracingOff(t *testing.T) {
 // object as sent, so a body of characters that JSON re-encoding escapes
 // (six bytes for each '<') cannot grow past orders' body limit into a 413.
 func TestForwardedBodyFitsOrders(t *testing.T) {
-	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
-		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
-	}
-	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "gateway", LogOutput: io.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	tel := telemetryOff(t)
 
 	received := make(chan []byte, 1)
 	// A stand-in for orders with its real decoding and body limit.
@@ -185,4 +171,20 @@ func TestForwardedBodyFitsOrders(t *testing.T) {
 	if got := <-received; string(got) != body {
 		t.Errorf("orders received %d bytes, want the %d the client sent, unchanged", len(got), len(body))
 	}
+}
+
+// telemetryOff is the gateway's telemetry with every signal off: the no-op
+// providers, as OTEL_*_EXPORTER=none gives a service. Trace context still
+// flows, which is what these tests look at.
+func telemetryOff(t *testing.T) *telemetry.Telemetry {
+	t.Helper()
+	for _, signal := range []string{"TRACES", "METRICS", "LOGS"} {
+		t.Setenv("OTEL_"+signal+"_EXPORTER", "none")
+	}
+	tel, shutdown, err := telemetry.Setup(t.Context(), telemetry.Options{ServiceName: "gateway", LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = shutdown(context.Background()) })
+	return tel
 }
