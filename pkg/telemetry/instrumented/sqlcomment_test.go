@@ -352,14 +352,17 @@ func testDatabase(tb testing.TB) string {
 	return u.String()
 }
 
-// waitForStatement waits until a statement starting with sql runs in the
-// test's database, and returns its backend's pid and its text.
+// waitForStatement waits until a statement starting with sql sleeps in the
+// test's database, and returns its backend's pid and its text. It waits for
+// the PgSleep wait event, not just state 'active': the extended protocol
+// marks a backend active at Parse, and a cancel that lands while it reads
+// the Bind that follows is dropped by PostgreSQL, leaving the sleep to run.
 func waitForStatement(t *testing.T, observer *pgx.Conn, sql string) (pid int, query string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := observer.QueryRow(t.Context(), `SELECT pid, query FROM pg_stat_activity
-			WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND starts_with(query, $1)`,
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' AND wait_event = 'PgSleep' AND starts_with(query, $1)`,
 			sql).Scan(&pid, &query)
 		if err == nil {
 			return pid, query
