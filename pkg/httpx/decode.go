@@ -110,6 +110,10 @@ func decodeProblem(err error) *Problem {
 		return NewProblem(http.StatusRequestEntityTooLarge, "Body too large",
 			fmt.Sprintf("the body must be at most %d bytes", tooBig.Limit),
 			FieldError{Field: BodyField, Reason: fmt.Sprintf("must be at most %d bytes (%d KiB)", tooBig.Limit, tooBig.Limit>>10)})
+	case errors.As(err, &syntaxErr) && strings.HasSuffix(syntaxErr.Error(), "exceeded max depth"):
+		// encoding/json stops at 10,000 levels; an order needs three.
+		return NewProblem(http.StatusBadRequest, "Malformed JSON", "the body nests too deeply",
+			FieldError{Field: BodyField, Reason: fmt.Sprintf("is not valid JSON: nested more than 10000 levels deep at byte %d", syntaxErr.Offset)})
 	case errors.As(err, &syntaxErr):
 		return NewProblem(http.StatusBadRequest, "Malformed JSON", fmt.Sprintf("syntax error at byte %d", syntaxErr.Offset),
 			FieldError{Field: BodyField, Reason: fmt.Sprintf("is not valid JSON: syntax error at byte %d", syntaxErr.Offset)})

@@ -41,6 +41,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"empty body", "application/json", ``, 400, BodyField, "is required: a JSON object"},
 		{"syntax error", "application/json", `{"customer_id":}`, 400, BodyField, "is not valid JSON: syntax error at byte 16"},
 		{"cut short", "application/json", `{"customer_id":"c"`, 400, BodyField, "is not valid JSON: it ends too early"},
+		{"nested too deeply", "application/json", `{"items":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`, 400, BodyField, "is not valid JSON: nested more than 10000 levels deep at byte 10009"},
 		{"two values", "application/json", `{} {}`, 400, BodyField, "must hold a single JSON object, with nothing after it"},
 		{"trailing garbage", "application/json", `{}x`, 400, BodyField, "must hold a single JSON object, with nothing after it"},
 		{"too large", "application/json", `{"customer_id":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, 413, BodyField, "must be at most 65536 bytes (64 KiB)"},
