@@ -134,6 +134,12 @@ test-faults: test-services ## the fault suite: real broker, database, cache and 
 	ORDERTRACE_FAULT_TABLE=$(CURDIR)/bin/fault-table.md go test -tags faults -run TestFaults -count=1 -v -timeout 15m ./e2e 2>&1 | tee bin/fault-suite.log | grep -E '^(---|===|ok|FAIL|PASS)|faults_test.go|^ +\|'; exit $${PIPESTATUS[0]}
 	@echo; cat bin/fault-table.md
 
+.PHONY: test-replicas
+test-replicas: test-services ## the replica suite: 2 orders and 3 fulfillment instances, one of each killed (-9) under load, nothing lost or doubled; throughput of 1+1 against 2+3
+	@mkdir -p bin
+	ORDERTRACE_REPLICA_TABLE=$(CURDIR)/bin/replica-table.md go test -tags faults -run TestReplicas -count=1 -v -timeout 10m ./e2e 2>&1 | tee bin/replica-suite.log | grep -E '^(---|===|ok|FAIL|PASS)|replicas_test.go|^ +\|'; exit $${PIPESTATUS[0]}
+	@echo; cat bin/replica-table.md
+
 .PHONY: bench
 bench: test-services ## the suite's benchmark: tracing on vs off, saturation and a sustained run (20 to 30 minutes); writes bench/results/<date>.md and .json
 	@mkdir -p bin

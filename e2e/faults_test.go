@@ -62,6 +62,7 @@ type row struct {
 	fulfilled, duplicates, deadLettered, lost int
 	maxOutboxLag, drain, p99                  time.Duration
 	completeTraces                            string
+	shipped                                   int // fulfilled, not failed: the mugs taken
 }
 
 func (r row) String() string {
@@ -78,9 +79,35 @@ var (
 	table   []string
 )
 
-// reconcile drains the stack (every committed order fulfilled, failed or
-// dead-lettered), then compares what was promised with what happened.
+// reconcile drains the stack and accounts for every order (account), then,
+// with traces, stops the services and counts the fulfilled orders whose
+// trace is whole; it adds the row to the fault table.
 func reconcile(t *testing.T, s *stack, name string, results []shot, from, to time.Time, traces bool) row {
+	t.Helper()
+	r := account(t, s, name, results, from, to)
+	r.completeTraces = "n/a (no backend)"
+	if traces {
+		s.stop(t) // stopped, the services have exported every span they made
+		fulfilled := fulfilledOrders(t, s.env)
+		complete := 0
+		for _, res := range results {
+			if _, ok := fulfilled[res.orderID]; ok && res.ok() && whole(s.otlp.Trace(res.traceID)) {
+				complete++
+			}
+		}
+		r.completeTraces = fmt.Sprintf("%d/%d", complete, r.shipped)
+	}
+	tableMu.Lock()
+	table = append(table, r.String())
+	tableMu.Unlock()
+	t.Logf("\n%s\n%s", tableHeader, r)
+	return r
+}
+
+// account drains the stack (every committed order fulfilled, failed or
+// dead-lettered), then compares what was promised with what happened: it
+// fails t if an order is lost or applied twice, or a 201 names no order.
+func account(t *testing.T, s *stack, name string, results []shot, from, to time.Time) row {
 	t.Helper()
 	r := row{fault: name, sent: len(results)}
 	var during []shot
@@ -122,8 +149,8 @@ func reconcile(t *testing.T, s *stack, name string, results []shot, from, to tim
 	r.lost = max(0, pending-r.deadLettered)
 	// Stock taken more than once for an order is a duplicate applied.
 	taken := s.env.queryInt(t, "SELECT 1000000 - stock FROM products WHERE sku = 'MUG-CERAMIC'")
-	shipped := s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'fulfilled'")
-	r.duplicates = taken - shipped
+	r.shipped = s.env.queryInt(t, "SELECT count(*) FROM orders WHERE status = 'fulfilled'")
+	r.duplicates = taken - r.shipped
 	r.maxOutboxLag = time.Duration(s.env.queryInt(t,
 		"SELECT coalesce(max(extract(epoch FROM sent_at - created_at) * 1000), 0)::int FROM outbox")) * time.Millisecond
 
@@ -142,30 +169,55 @@ func reconcile(t *testing.T, s *stack, name string, results []shot, from, to tim
 	if r.created == 0 {
 		t.Errorf("%s: no order was accepted at all", name)
 	}
-
-	r.completeTraces = "n/a (no backend)"
-	if traces {
-		s.stop(t) // stopped, the services have exported every span they made
-		complete := 0
-		for id, res := range created {
-			if s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'fulfilled'", id) == 0 {
-				continue
-			}
-			seen := map[string]bool{}
-			for _, sp := range s.otlp.Trace(res.traceID) {
-				seen[sp.Service+"/"+sp.Kind.String()] = true
-			}
-			if seen["gateway/SPAN_KIND_SERVER"] && seen["orders/SPAN_KIND_PRODUCER"] && seen["fulfillment/SPAN_KIND_CONSUMER"] {
-				complete++
-			}
-		}
-		r.completeTraces = fmt.Sprintf("%d/%d", complete, shipped)
-	}
-	tableMu.Lock()
-	table = append(table, r.String())
-	tableMu.Unlock()
-	t.Logf("\n%s\n%s", tableHeader, r)
 	return r
+}
+
+// fulfilledOrders returns the fulfilled orders: their trace ID (as the
+// gateway began it) and when fulfillment committed them, by order ID.
+func fulfilledOrders(t *testing.T, e *env) map[string]fulfilment {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer c.Close(ctx)
+	rows, _ := c.Query(ctx, "SELECT id::text, trace_id, updated_at FROM orders WHERE status = 'fulfilled'")
+	out := map[string]fulfilment{}
+	var (
+		id string
+		f  fulfilment
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &f.traceID, &f.at}, func() error {
+		out[id] = f
+		return nil
+	}); err != nil {
+		t.Fatalf("fulfilled orders: %v", err)
+	}
+	return out
+}
+
+type fulfilment struct {
+	traceID string
+	at      time.Time // the fulfilling transaction's start, PostgreSQL's now()
+}
+
+// whole reports whether a trace holds the three spans of an order's journey:
+// the gateway's SERVER span, the PRODUCER span orders made when it stored the
+// message, and the CONSUMER span fulfillment made when it applied it.
+func whole(trace []span) bool {
+	seen := kinds(trace)
+	return seen["gateway/SPAN_KIND_SERVER"] && seen["orders/SPAN_KIND_PRODUCER"] && seen["fulfillment/SPAN_KIND_CONSUMER"]
+}
+
+// kinds returns which service made spans of which kind in a trace, as
+// "service/SPAN_KIND_...".
+func kinds(trace []span) map[string]bool {
+	seen := map[string]bool{}
+	for _, sp := range trace {
+		seen[sp.Service+"/"+sp.Kind.String()] = true
+	}
+	return seen
 }
 
 func run(t *testing.T, name string, args ...string) {
@@ -179,8 +231,22 @@ func run(t *testing.T, name string, args ...string) {
 // on the same address, with the same variables.
 func restart(t *testing.T, s *stack, p *process, vars map[string]string) *process {
 	t.Helper()
+	kill(p)
+	return startAgain(t, p, vars)
+}
+
+// kill sends p SIGKILL and returns once it is gone: the moment after which
+// nothing it had not sent yet (an answer, a span) can leave it.
+func kill(p *process) time.Time {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
+	return time.Now()
+}
+
+// startAgain starts a killed service on its old address, as Kubernetes
+// restarts a pod's container.
+func startAgain(t *testing.T, p *process, vars map[string]string) *process {
+	t.Helper()
 	v := maps.Clone(vars)
 	v["HTTP_ADDR"] = p.addr
 	return start(t, p.name, v)
@@ -222,17 +288,10 @@ func TestFaults(t *testing.T) {
 			traces:  true,
 		},
 		{
-			name: "orders and its relay killed (-9)",
-			inject: func(t *testing.T, s *stack) {
-				_ = s.orders.cmd.Process.Signal(syscall.SIGKILL)
-				<-s.orders.done
-			},
-			restore: func(t *testing.T, s *stack) {
-				v := maps.Clone(s.vars)
-				v["HTTP_ADDR"] = s.orders.addr
-				s.orders = start(t, "orders", v)
-			},
-			traces: true,
+			name:    "orders and its relay killed (-9)",
+			inject:  func(t *testing.T, s *stack) { kill(s.orders) },
+			restore: func(t *testing.T, s *stack) { s.orders = startAgain(t, s.orders, s.vars) },
+			traces:  true,
 			check: func(t *testing.T, s *stack, results []shot) {
 				if n := wantFailuresTraced(t, s, results); n == 0 {
 					t.Error("no request was refused while orders was down")
