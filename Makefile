@@ -128,6 +128,14 @@ test-demo: build test-services ## the native demo as a user meets it: make up (n
 exercise: ## the workshop's exercises (docs/workshop): run their tests against your code
 	go test -count=1 -v -tags exercise ./exercises/manualspan/...
 
+.PHONY: test-chart
+test-chart: ## the Helm chart rendered by the Helm SDK (four value sets), applied to a real kube-apiserver 1.34 and etcd (server-side, dry-run, strict), its collector tiers validated and run
+	@mkdir -p bin
+	@# etcd, kube-apiserver and the collector first (kube-apiserver takes 5 to 15 minutes when not cached), so the tests time themselves, not the builds.
+	@began=$$(date +%s); bash scripts/build-tool.sh etcd >/dev/null && bash scripts/build-tool.sh kube-apiserver >/dev/null && bash scripts/build-collector.sh >/dev/null && \
+		echo "test-chart: etcd, kube-apiserver and the collector are ready ($$(($$(date +%s) - began)) s)"
+	cd deploy/chart && GOWORK=off go test -shuffle=on -count=1 -timeout 15m -v ./... 2>&1 | tee ../../bin/chart-test.log | grep -E '^(---|===|ok|FAIL|PASS)|_test.go'; exit $${PIPESTATUS[0]}
+
 .PHONY: test-faults
 test-faults: test-services ## the fault suite: real broker, database, cache and collector faults under load (stops the machine's RabbitMQ and Redis for a moment; run it alone)
 	@mkdir -p bin
@@ -182,6 +190,9 @@ lint: bin/staticcheck ## gofmt, tidy go.mod files, go vet and staticcheck
 	bin/staticcheck -tags demo ./e2e
 	bin/staticcheck -tags stack ./deploy ./e2e
 	bin/staticcheck -tags solution ./exercises/...
+	@# The chart's tests are a module of their own, outside the workspace: the
+	@# Helm SDK's Kubernetes dependencies never move the services' versions.
+	cd deploy/chart && GOWORK=off go mod tidy -diff && GOWORK=off go vet ./... && GOWORK=off ../../bin/staticcheck ./...
 
 .PHONY: fmt
 fmt: ## format the code (every directory make lint checks)
@@ -191,6 +202,7 @@ fmt: ## format the code (every directory make lint checks)
 vuln: ## check dependencies for known vulnerabilities (needs the Go vulnerability database online)
 	cd tools && GOWORK=off go build -o ../bin/govulncheck golang.org/x/vuln/cmd/govulncheck
 	bin/govulncheck $(MODULES)
+	cd deploy/chart && GOWORK=off ../../bin/govulncheck ./...
 
 # The linters are pinned in tools/go.mod, built outside the workspace so their
 # dependencies never change the services' versions.

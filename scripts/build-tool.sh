@@ -4,6 +4,7 @@
 #
 #   scripts/build-tool.sh jaeger
 #   scripts/build-tool.sh prometheus promtool   # the tool whose path ends in /promtool
+#   scripts/build-tool.sh etcd                  # the module's only tool
 #
 # Each such module lives outside the workspace, so the program's dependencies
 # never move the services' versions; the program is only ever run, never
@@ -20,7 +21,14 @@ if cached "$tool" "$mod/go.mod" "$mod/go.sum"; then
 	echo "$bin"
 	exit 0
 fi
-pkg=$(awk '/^tool \($/ {b = 1; next} b && /^\)/ {b = 0} b {print $1} /^tool [^(]/ {print $2}' "$mod/go.mod" | grep -E "(^|/)$tool\$" || true)
+tools=$(awk '/^tool \($/ {b = 1; next} b && /^\)/ {b = 0} b {print $1} /^tool [^(]/ {print $2}' "$mod/go.mod")
+# A module's only tool needs no TOOL, whatever its path ends in (etcd's is
+# go.etcd.io/etcd/server/v3).
+if [ $# -lt 2 ] && [ "$(echo "$tools" | wc -l)" -eq 1 ]; then
+	pkg=$tools
+else
+	pkg=$(echo "$tools" | grep -E "(^|/)$tool\$" || true)
+fi
 [ -n "$pkg" ] || { echo "build-tool: $mod/go.mod has no tool ending in /$tool" >&2; exit 2; }
 tags=$(sed -n 's,^// build-tags: *,,p' "$mod/go.mod")
 echo "build-tool: building $pkg (once; cached in $(dirname "$bin"))" >&2

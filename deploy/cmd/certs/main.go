@@ -1,7 +1,8 @@
 // Command certs writes what the secure telemetry path needs (make certs;
 // docs/workshop/19-secure-telemetry.md): a local CA, a server certificate for
-// the collector and each backend, a client certificate for each service, and
-// each service's credential for the collector's basicauth extension.
+// the collector and each backend, a client certificate for each client of the
+// collector, and each client's credential for the collector's basicauth
+// extension.
 //
 //	go run ./deploy/cmd/certs -dir deploy/certs
 //
@@ -31,9 +32,11 @@ var servers = []struct{ file, host string }{
 	{"jaeger", "jaeger"},
 }
 
-// clients are the services that export to the collector: each gets a client
-// certificate and a basicauth credential under its own name.
-var clients = []string{"gateway", "orders", "fulfillment"}
+// clients are what exports to a collector: the services, and the Helm chart's
+// collector agent, which forwards to the gateway tier (deploy/chart/README.md).
+// Each gets a client certificate and a basicauth credential under its own
+// name.
+var clients = []string{"gateway", "orders", "fulfillment", "collector-agent"}
 
 func main() {
 	dir := flag.String("dir", "deploy/certs", "the directory to write the certificates and credentials to")

@@ -73,6 +73,12 @@ func TestFiles(t *testing.T) {
 	for _, c := range clients {
 		want[c+".crt"], want[c+".key"], want[c+".headers"], want[c+".env"] = 0o644, 0o640, 0o600, 0o600
 	}
+	// The Helm chart's README makes the collector agent's Secret from these.
+	for _, name := range []string{"collector-agent.crt", "collector-agent.key", "collector-agent.headers"} {
+		if _, ok := want[name]; !ok {
+			t.Errorf("%s is not written: the chart's secure setup needs it", name)
+		}
+	}
 	got := snapshot(t, dir)
 	if names := slices.Sorted(maps.Keys(got)); !slices.Equal(names, slices.Sorted(maps.Keys(want))) {
 		t.Fatalf("files = %v, want %v", names, slices.Sorted(maps.Keys(want)))
@@ -214,7 +220,7 @@ func TestCredentials(t *testing.T) {
 		passwords[password] = true
 	}
 	if len(passwords) != len(clients) {
-		t.Error("two services share a password")
+		t.Error("two clients share a password")
 	}
 }
 

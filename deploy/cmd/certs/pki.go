@@ -50,7 +50,7 @@ func serverLeaf(file, host string) leaf {
 	}
 }
 
-// clientLeaf names a service: its certificate's subject is who it is.
+// clientLeaf names a client: its certificate's subject is who it is.
 func clientLeaf(name string) leaf {
 	return leaf{file: name, cn: name, usage: x509.ExtKeyUsageClientAuth}
 }
