@@ -237,33 +237,11 @@ func TestHostileInputs(t *testing.T) {
 
 	s.stop(t) // every span, log record and log line they made has arrived
 	s.wantNothingStored(t)
-	planted := []string{plantedToken, plantedPassword, plantedCard}
+	s.wantNowhere(t, plantedToken, plantedPassword, plantedCard)
 	for _, sp := range s.otlp.Spans() {
 		for _, v := range allValues(sp) {
-			for _, secret := range planted {
-				if strings.Contains(v, secret) {
-					t.Errorf("%s span %q carries a planted value: %.120s", sp.Service, sp.Name, v)
-				}
-			}
 			if n := utf8.RuneCountInString(v); n > 4096+200 { // the key's length, then the capped value
 				t.Errorf("%s span %q has an attribute of %d characters, want the value capped at 4096", sp.Service, sp.Name, n)
-			}
-		}
-	}
-	for _, l := range s.otlp.Logs() {
-		record := fmt.Sprint(l)
-		for _, secret := range planted {
-			if strings.Contains(record, secret) {
-				t.Errorf("an OTLP log record of %s carries a planted value: %.200s", l.Service, record)
-			}
-		}
-	}
-	for _, p := range []*process{s.gateway, s.orders, s.fulfillment} {
-		for _, line := range p.Lines() {
-			for _, secret := range planted {
-				if strings.Contains(line, secret) {
-					t.Errorf("%s logged a planted value: %.200s", p.name, line)
-				}
 			}
 		}
 	}
