@@ -47,8 +47,9 @@ type fixedRun struct {
 // orders per second: warmup first, drained, then the measured window,
 // drained too, so the window's CPU is the work of exactly its own orders.
 // With tracing on it then stops the services, which flush, and the
-// collector, and reads what arrived.
-func fixedRate(t *testing.T, on bool, rate int, warmup, window time.Duration) fixedRun {
+// collector, and reads what arrived. extra adds variables for the services
+// (make bench-compare's variants).
+func fixedRate(t *testing.T, on bool, rate int, warmup, window time.Duration, extra map[string]string) fixedRun {
 	run := fixedRun{Mode: "off", Rate: rate, CPUSeconds: map[string]float64{}, CPUPerOrder: map[string]float64{}, PeakRSSMiB: map[string]float64{}}
 	var (
 		s      *stack
@@ -61,13 +62,17 @@ func fixedRate(t *testing.T, on bool, rate int, warmup, window time.Duration) fi
 		// a stand-in for Tempo, which runs elsewhere in production, light
 		// enough not to weigh on the services' CPUs.
 		traces = newTraceIndex(t)
-		vars := maps.Clone(collectorProduction)
-		vars["TEMPO_OTLP_ENDPOINT"] = traces.URL
-		col = startCollector(t, vars)
-		s = startStack(t, tracingOn(col))
+		colVars := maps.Clone(collectorProduction)
+		colVars["TEMPO_OTLP_ENDPOINT"] = traces.URL
+		col = startCollector(t, colVars)
+		vars := tracingOn(col)
+		maps.Copy(vars, extra)
+		s = startStack(t, vars)
 		s.otlp = col.backends // metrics and logs
 	} else {
-		s = startStack(t, tracingOff)
+		vars := maps.Clone(tracingOff)
+		maps.Copy(vars, extra)
+		s = startStack(t, vars)
 	}
 	procs := []*process{s.gateway, s.orders, s.fulfillment}
 	fulfilled := func() int {

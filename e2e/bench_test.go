@@ -276,7 +276,7 @@ func TestBench(t *testing.T) {
 			for _, traced := range []bool{true, false} {
 				var r fixedRun
 				if !t.Run(map[bool]string{true: "on", false: "off"}[traced], func(t *testing.T) {
-					r = fixedRate(t, traced, res.FixedRate, plan.Warmup, plan.Window)
+					r = fixedRate(t, traced, res.FixedRate, plan.Warmup, plan.Window, nil)
 				}) {
 					t.FailNow()
 				}

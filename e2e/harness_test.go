@@ -43,6 +43,10 @@ var (
 // binDir holds the service binaries built once by TestMain.
 var binDir string
 
+// binDirVar, among a service's variables, names another directory to start
+// it from: make bench-compare runs a baseline's binaries beside this tree's.
+const binDirVar = "ORDERTRACE_BIN_DIR"
+
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
 }
@@ -340,7 +344,11 @@ const startTimeout = 60 * time.Second
 // with SIGTERM when t ends.
 func start(t *testing.T, name string, vars map[string]string) *process {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name))
+	dir := binDir
+	if d := vars[binDirVar]; d != "" {
+		dir = d
+	}
+	cmd := exec.Command(filepath.Join(dir, name))
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "HTTP_ADDR=127.0.0.1:0",
 		// The race detector otherwise sleeps a second before every exit.
