@@ -81,13 +81,17 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 
 	// The SDK counts queued, exported and dropped spans only when this
 	// experimental switch is on; the suite wants those numbers by default.
-	if _, set := os.LookupEnv("OTEL_GO_X_OBSERVABILITY"); !set {
-		_ = os.Setenv("OTEL_GO_X_OBSERVABILITY", "true")
+	if _, set := os.LookupEnv(observabilityVar); !set {
+		_ = os.Setenv(observabilityVar, "true")
 	}
 
 	// Checked first, so a wrong sampling setting stops the service before
 	// anything is built.
 	sampler, err := samplerFromEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	batching, err := batchConfigFromEnv()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,9 +120,10 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	}
 	otel.SetMeterProvider(mp)
 
-	// The batch processor's limits follow OTEL_BSP_*; the SDK defaults
-	// (queue 2048, batches of 512 every 5 s) are the production settings.
-	// The sampler is the suite's (sampler.go) unless OTEL_TRACES_SAMPLER
+	// The batch processor is the suite's (batch.go): the SDK's contract,
+	// without a wake-up per span. Its limits follow OTEL_BSP_*; the SDK
+	// defaults (queue 2048, batches of 512 every 5 s) are the production
+	// settings. The sampler is the suite's (sampler.go) unless OTEL_TRACES_SAMPLER
 	// names another, which the SDK then builds itself.
 	spanExp, err := autoexport.NewSpanExporter(ctx)
 	if err != nil {
@@ -134,7 +139,7 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 		if err != nil {
 			return nil, nil, errors.Join(err, spanExp.Shutdown(ctx))
 		}
-		tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(spanExp), sdktrace.WithRawSpanLimits(limits)}
+		tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSpanProcessor(newSpanBatcher(spanExp, batching)), sdktrace.WithRawSpanLimits(limits)}
 		if sampler != nil {
 			tpOpts = append(tpOpts, sdktrace.WithSampler(sampler))
 		}
