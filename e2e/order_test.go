@@ -291,7 +291,7 @@ func TestGoldenTrace(t *testing.T) {
 
 	// Metrics: request durations, the Go runtime, and the SDK's own counts of
 	// spans started and processed (dropped ones carry error.type).
-	wantMetrics := []string{"http.server.request.duration", "http.client.request.duration", "go.memory.used",
+	wantMetrics := []string{"http.server.request.duration", "go.memory.used", "pgxpool.acquires",
 		"go.goroutine.count", "otel.sdk.span.started", "otel.sdk.processor.span.processed", "otel.sdk.processor.span.queue.size"}
 	waitFor(t, patience, fmt.Sprintf("metrics %v", wantMetrics), func() bool {
 		got := s.otlp.MetricNames()
@@ -315,6 +315,14 @@ func TestGoldenTrace(t *testing.T) {
 	// What follows is about everything the services made: stopped, they have
 	// flushed it all (spans, log records, their stdout).
 	s.stop(t)
+
+	// What the collector derives from spans is not recorded twice
+	// (telemetry.DuplicateInstruments).
+	for name := range s.otlp.MetricNames() {
+		if slices.Contains([]string{"http.client.request.duration", "db.client.operation.duration", "db.client.connections.use_time"}, name) {
+			t.Errorf("metric %s reached the collector: the collector derives it from spans", name)
+		}
+	}
 
 	// Every span of the order is in this one trace.
 	for _, sp := range s.otlp.Spans() {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -114,7 +115,8 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	// tracing off passes the traceparent it received on to the next one.
 	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
 	if !autoexport.IsNoneMetricReader(reader) {
-		sdkmp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader))
+		sdkmp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(reader),
+			sdkmetric.WithView(dropDuplicates))
 		shutdowns = append(shutdowns, sdkmp.Shutdown)
 		mp = sdkmp
 	}
@@ -194,6 +196,30 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 		Logger:         slog.New(NewLogHandler(out, lp, serviceName(res), opts.LogLevel)),
 	}
 	return tel, shutdownAll, nil
+}
+
+// DuplicateInstruments are the instrumentation libraries' metrics that say
+// nothing the collector does not already derive from spans (its span metrics:
+// calls, errors and durations per span name, kind and status code). Recorded
+// in the services as well, they were paid twice, on every request, query and
+// command; the SDK drops them. Kept: http.server.request.duration (it counts
+// every request, also those whose span head sampling dropped; the overview's
+// p99 panel and lab 7 read it), the pools' gauges (pgx, Redis: no span shows
+// an idle or exhausted pool), the Go runtime, the SDK's own counts, and the
+// services' business metrics.
+var DuplicateInstruments = []string{
+	"http.server.request.body.size", "http.server.response.body.size", // otelhttp, server
+	"http.client.request.duration", "http.client.request.body.size", // otelhttp, the gateway's client
+	"db.client.operation.duration", "db.client.operation.errors", // otelpgx, per statement
+	"db.client.connections.use_time", "db.client.connections.create_time", // redisotel, per command
+}
+
+// dropDuplicates is the view that drops DuplicateInstruments.
+func dropDuplicates(i sdkmetric.Instrument) (sdkmetric.Stream, bool) {
+	if slices.Contains(DuplicateInstruments, i.Name) {
+		return sdkmetric.Stream{Aggregation: sdkmetric.AggregationDrop{}}, true
+	}
+	return sdkmetric.Stream{}, false
 }
 
 // newResource describes the process. The defaults come first so that

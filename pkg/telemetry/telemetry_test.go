@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
@@ -175,5 +178,33 @@ func TestSDKErrorsAreJSONLogLines(t *testing.T) {
 	}
 	if line.Level != "WARN" || line.Msg != "opentelemetry sdk" || line.Error != "exporter: connection refused" {
 		t.Errorf("log line = %+v, want a WARN naming the SDK's error", line)
+	}
+}
+
+// The instrumentation libraries' duplicates of span metrics are dropped; the
+// server's request duration is kept.
+func TestDuplicateInstrumentsDropped(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithView(dropDuplicates))
+	meter := mp.Meter("test")
+	for _, name := range append([]string{"http.server.request.duration"}, DuplicateInstruments...) {
+		h, err := meter.Float64Histogram(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Record(context.Background(), 1)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			got = append(got, m.Name)
+		}
+	}
+	if !slices.Equal(got, []string{"http.server.request.duration"}) {
+		t.Fatalf("recorded %v, want only http.server.request.duration", got)
 	}
 }
