@@ -8,6 +8,7 @@ import (
 
 	"github.com/ordertrace/ordertrace/pkg/config"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/sethvargo/go-envconfig"
 )
 
@@ -17,9 +18,9 @@ type Config struct {
 	HTTPAddr        string          `env:"HTTP_ADDR, default=:8082"`
 	config.Backends                 // DATABASE_URL, REDIS_URL, AMQP_URL
 	LogLevel        config.LogLevel `env:"LOG_LEVEL, default=info"`
-	// SQLComments appends each statement's traceparent to its SQL text, so
-	// pg_stat_activity and PostgreSQL's log point at the trace.
-	SQLComments bool `env:"SQL_COMMENTS, default=false"`
+	// SQL_COMMENTS, SQL_TRANSACTION_SPANS: what the PostgreSQL
+	// instrumentation adds.
+	instrumented.SQLOptions
 
 	// The workshop's scenarios (docs/workshop): SCENARIOS_FILE, SCENARIOS_POLL.
 	Scenarios scenario.Config
@@ -67,7 +68,8 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(append(c.Backends.LogAttrs(),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.Level().String()),
-		slog.Bool("sql_comments", c.SQLComments),
+		slog.Bool("sql_comments", c.Comments),
+		slog.Bool("sql_transaction_spans", c.TransactionSpans),
 		slog.Int("prefetch", c.Prefetch),
 		slog.Int("workers", c.Workers),
 		slog.Int("max_attempts", c.MaxAttempts),

@@ -14,7 +14,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != ":8082" || cfg.MaxAttempts != 3 || cfg.Workers > cfg.Prefetch || cfg.SQLComments {
+	if cfg.HTTPAddr != ":8082" || cfg.MaxAttempts != 3 || cfg.Workers > cfg.Prefetch || cfg.Comments || cfg.TransactionSpans {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	tests := []struct {

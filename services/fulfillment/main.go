@@ -50,7 +50,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	log := tel.Logger
 	log.InfoContext(ctx, "starting fulfillment", "version", version, "config", cfg)
 
-	pool, err := instrumented.Postgres(ctx, cfg.DatabaseURL, tel, cfg.SQLComments)
+	pool, err := instrumented.Postgres(ctx, cfg.DatabaseURL, tel, cfg.SQLOptions)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ordertrace/ordertrace/pkg/config"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/sethvargo/go-envconfig"
 )
 
@@ -17,9 +18,9 @@ type Config struct {
 	HTTPAddr        string          `env:"HTTP_ADDR, default=:8081"`
 	config.Backends                 // DATABASE_URL, REDIS_URL, AMQP_URL
 	LogLevel        config.LogLevel `env:"LOG_LEVEL, default=info"`
-	// SQLComments appends each statement's traceparent to its SQL text, so
-	// pg_stat_activity and PostgreSQL's log point at the trace.
-	SQLComments bool `env:"SQL_COMMENTS, default=false"`
+	// SQL_COMMENTS, SQL_TRANSACTION_SPANS: what the PostgreSQL
+	// instrumentation adds.
+	instrumented.SQLOptions
 
 	// The simulated payment provider: how long a charge takes, and the share
 	// of charges it declines (0 to 1).
@@ -63,7 +64,8 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(append(c.Backends.LogAttrs(),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("log_level", c.LogLevel.Level().String()),
-		slog.Bool("sql_comments", c.SQLComments),
+		slog.Bool("sql_comments", c.Comments),
+		slog.Bool("sql_transaction_spans", c.TransactionSpans),
 		slog.String("payment_latency", c.PaymentLatency.String()),
 		slog.Float64("payment_failure_rate", c.PaymentFailureRate),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),

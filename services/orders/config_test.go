@@ -19,7 +19,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != ":8081" || cfg.PaymentFailureRate != 0 || cfg.SQLComments {
+	if cfg.HTTPAddr != ":8081" || cfg.PaymentFailureRate != 0 || cfg.Comments || cfg.TransactionSpans {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	if logged := cfg.LogValue().String(); strings.Contains(logged, "s3cret") {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -46,7 +47,7 @@ func newTestStore(t *testing.T) *Store {
 	u, _ := url.Parse(adminURL)
 	u.Path = "/" + name
 	tel := &telemetry.Telemetry{TracerProvider: noop.NewTracerProvider(), MeterProvider: metricnoop.NewMeterProvider()}
-	store, err := openStore(ctx, u.String(), tel, false)
+	store, err := openStore(ctx, u.String(), tel, instrumented.SQLOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 	log := tel.Logger
 	log.InfoContext(ctx, "starting orders", "version", version, "config", cfg)
 
-	store, err := openStore(ctx, cfg.DatabaseURL, tel, cfg.SQLComments)
+	store, err := openStore(ctx, cfg.DatabaseURL, tel, cfg.SQLOptions)
 	if err != nil {
 		return err
 	}

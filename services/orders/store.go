@@ -53,8 +53,8 @@ type Store struct {
 }
 
 // openStore connects to PostgreSQL through the instrumented pool.
-func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry, sqlComments bool) (*Store, error) {
-	pool, err := instrumented.Postgres(ctx, databaseURL, tel, sqlComments)
+func openStore(ctx context.Context, databaseURL string, tel *telemetry.Telemetry, opts instrumented.SQLOptions) (*Store, error) {
+	pool, err := instrumented.Postgres(ctx, databaseURL, tel, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -7,9 +7,11 @@ package instrumented
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/redis/go-redis/extra/redisotel/v9"
@@ -19,33 +21,48 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// SQLOptions are the PostgreSQL instrumentation's switches. Each service's
+// Config embeds them, so they are read from the same variables everywhere.
+type SQLOptions struct {
+	// Comments appends each statement's traceparent to its SQL text, so
+	// pg_stat_activity and PostgreSQL's log point at the trace (SQL_COMMENTS).
+	Comments bool `env:"SQL_COMMENTS, default=false"`
+	// TransactionSpans makes a span of BEGIN, SAVEPOINT and RELEASE SAVEPOINT
+	// too (SQL_TRANSACTION_SPANS). Off, they have none: each takes
+	// microseconds, and the transaction shows where its first statement
+	// starts. COMMIT and ROLLBACK always have their spans: the outcome, and
+	// the cost of making it durable.
+	TransactionSpans bool `env:"SQL_TRANSACTION_SPANS, default=false"`
+}
+
 // Postgres opens a connection pool whose queries become CLIENT spans (with
 // the SQL text, never its parameters) and whose pool statistics become
-// metrics. With sqlComments, each statement also carries its span's
+// metrics. With opts.Comments, each statement also carries its span's
 // traceparent in a SQL comment (see Pool).
-func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry, sqlComments bool) (*Pool, error) {
+func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry, opts SQLOptions) (*Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	if sqlComments {
+	if opts.Comments {
 		runCommented(cfg)
 	}
-	pool, err := openPostgres(ctx, cfg, tel)
+	pool, err := openPostgres(ctx, cfg, tel, opts.TransactionSpans)
 	if err != nil {
 		return nil, err
 	}
-	return &Pool{Pool: pool, comments: sqlComments}, nil
+	return &Pool{Pool: pool, comments: opts.Comments}, nil
 }
 
 // openPostgres opens the pool of cfg, traced.
-func openPostgres(ctx context.Context, cfg *pgxpool.Config, tel *telemetry.Telemetry) (*pgxpool.Pool, error) {
+func openPostgres(ctx context.Context, cfg *pgxpool.Config, tel *telemetry.Telemetry, transactionSpans bool) (*pgxpool.Pool, error) {
 	cfg.ConnConfig.Tracer = &pgTracer{
 		Tracer: otelpgx.NewTracer(
 			otelpgx.WithTracerProvider(tel.TracerProvider),
 			otelpgx.WithMeterProvider(tel.MeterProvider),
 		),
-		tracer: tel.Tracer("github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"),
+		tracer:           tel.Tracer("github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"),
+		transactionSpans: transactionSpans,
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -67,9 +84,45 @@ const PoolWaitThreshold = time.Millisecond
 // longer) or failed. A free connection takes microseconds; a span for each
 // was three or four of the thirty-odd spans of every order, telling nothing.
 // A pool that is too small still shows: its waits are spans.
+//
+// It also leaves BEGIN, SAVEPOINT and RELEASE SAVEPOINT without a span
+// unless transactionSpans (SQLOptions.TransactionSpans).
 type pgTracer struct {
-	*otelpgx.Tracer // queries, batches, copies, connects, prepares
-	tracer          trace.Tracer
+	*otelpgx.Tracer  // queries, batches, copies, connects, prepares
+	tracer           trace.Tracer
+	transactionSpans bool
+}
+
+type untracedKey struct{}
+
+// TraceQueryStart starts the statement's span, unless it only opens a
+// transaction or a savepoint and those go without.
+func (t *pgTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if !t.transactionSpans && opensTransaction(data.SQL) {
+		return context.WithValue(ctx, untracedKey{}, true)
+	}
+	return t.Tracer.TraceQueryStart(ctx, conn, data)
+}
+
+// TraceQueryEnd ends the span TraceQueryStart started, if it did.
+func (t *pgTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceQueryEndData) {
+	if ctx.Value(untracedKey{}) != nil {
+		return
+	}
+	t.Tracer.TraceQueryEnd(ctx, conn, data)
+}
+
+// opensTransaction reports whether sql is what pgx sends to begin a
+// transaction ("begin", "begin isolation level ...") or a savepoint
+// ("savepoint sp_1"), or to release one ("release savepoint sp_1").
+func opensTransaction(sql string) bool {
+	for _, prefix := range []string{"begin", "savepoint ", "release savepoint "} {
+		if len(sql) >= len(prefix) && strings.EqualFold(sql[:len(prefix)], prefix) &&
+			(len(sql) == len(prefix) || prefix[len(prefix)-1] == ' ' || sql[len(prefix)] == ' ') {
+			return true
+		}
+	}
+	return false
 }
 
 type acquireStartKey struct{}

@@ -3,6 +3,7 @@ package instrumented
 import (
 	"context"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestPoolWaitIsASpan(t *testing.T) {
 		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
 		MeterProvider:  metricnoop.NewMeterProvider(),
 	}
-	pool, err := Postgres(t.Context(), url+"&pool_max_conns=1", tel, false)
+	pool, err := Postgres(t.Context(), url+"&pool_max_conns=1", tel, SQLOptions{})
 	if err == nil {
 		err = pool.Ping(t.Context())
 	}
@@ -83,5 +84,83 @@ func TestPoolWaitIsASpan(t *testing.T) {
 	root.End()
 	if n, _ := acquires(); n != 2 {
 		t.Errorf("a failed acquire left %d pool.acquire spans in all, want 2", n)
+	}
+}
+
+// TestTransactionSpans runs a transaction with a savepoint against the
+// machine's PostgreSQL, with SQL_TRANSACTION_SPANS off and on: off, BEGIN,
+// SAVEPOINT and RELEASE have no span, COMMIT and the statements keep theirs,
+// and every span has the caller's span as parent; on, all of them have one.
+func TestTransactionSpans(t *testing.T) {
+	url := os.Getenv("TEST_DATABASE_URL")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	for _, on := range []bool{false, true} {
+		rec := tracetest.NewSpanRecorder()
+		tel := &telemetry.Telemetry{
+			TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+			MeterProvider:  metricnoop.NewMeterProvider(),
+		}
+		pool, err := Postgres(t.Context(), url, tel, SQLOptions{TransactionSpans: on})
+		if err == nil {
+			err = pool.Ping(t.Context())
+		}
+		if err != nil {
+			if os.Getenv("ORDERTRACE_REQUIRE_SERVICES") == "1" {
+				t.Fatalf("PostgreSQL unavailable: %v", err)
+			}
+			t.Skipf("PostgreSQL unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", err)
+		}
+		ctx, root := tel.TracerProvider.Tracer("t").Start(t.Context(), "work")
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp, err := tx.Begin(ctx) // a savepoint
+		if err == nil {
+			_, err = sp.Exec(ctx, "SELECT 1")
+		}
+		if err == nil {
+			err = sp.Commit(ctx) // RELEASE SAVEPOINT
+		}
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		root.End()
+		pool.Close()
+
+		var names []string
+		for _, s := range rec.Ended() {
+			if s.Name() == "work" {
+				continue
+			}
+			names = append(names, s.Name())
+			if s.Parent().SpanID() != root.SpanContext().SpanID() {
+				t.Errorf("span %s has parent %s, want the caller's span", s.Name(), s.Parent().SpanID())
+			}
+		}
+		want := []string{"SELECT", "COMMIT"}
+		if on {
+			want = []string{"BEGIN", "SAVEPOINT", "SELECT", "RELEASE", "COMMIT"}
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("SQL_TRANSACTION_SPANS=%v: spans %v, want %v", on, names, want)
+		}
+	}
+}
+
+func TestOpensTransaction(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"begin": true, "BEGIN": true, "begin isolation level serializable": true,
+		"savepoint sp_1": true, "release savepoint sp_1": true,
+		"beginning": false, "commit": false, "rollback to savepoint sp_1": false, "SELECT 1": false, "": false,
+	} {
+		if got := opensTransaction(sql); got != want {
+			t.Errorf("opensTransaction(%q) = %v, want %v", sql, got, want)
+		}
 	}
 }

@@ -94,7 +94,7 @@ func TestPgStatActivityShowsTraceparent(t *testing.T) {
 				TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
 				MeterProvider:  metricnoop.NewMeterProvider(),
 			}
-			pool, err := Postgres(t.Context(), dbURL, tel, tt.comments)
+			pool, err := Postgres(t.Context(), dbURL, tel, SQLOptions{Comments: tt.comments})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +161,7 @@ func TestCommentedPoolRunsTheSuitesStatements(t *testing.T) {
 		TracerProvider: sdktrace.NewTracerProvider(),
 		MeterProvider:  metricnoop.NewMeterProvider(),
 	}
-	pool, err := Postgres(t.Context(), testDatabase(t), tel, true)
+	pool, err := Postgres(t.Context(), testDatabase(t), tel, SQLOptions{Comments: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func BenchmarkSQLComments(b *testing.B) {
 			runCommented(cfg)
 		}
 		cfg.ConnConfig.DefaultQueryExecMode = v.mode
-		pool, err := openPostgres(b.Context(), cfg, tel)
+		pool, err := openPostgres(b.Context(), cfg, tel, false)
 		if err != nil {
 			b.Fatal(err)
 		}
