@@ -138,10 +138,11 @@ func TestComposeServiceConfiguration(t *testing.T) {
 	// Beyond the contract, additions of the project's own, each in the
 	// README's variable table: the workshop's scenarios file (docs/workshop),
 	// the priority sampler's tenants (docs/design.md, "Sampling") and the
-	// switch of SQL comments.
+	// switches of SQL comments and transaction-control spans.
 	allowed["SCENARIOS_FILE"] = true
 	allowed["PRIORITY_TENANTS"] = true
 	allowed["SQL_COMMENTS"] = true
+	allowed["SQL_TRANSACTION_SPANS"] = true
 	wantPorts := map[string][]uint32{
 		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
 		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672, 15692}, "postgres": {5432}, "redis": {6379},
