@@ -158,7 +158,7 @@ bench-compare: test-services ## measure one change: CPU per order, tracing on, B
 	@mkdir -p bin
 	@set -e; base=""; \
 	if [ -n "$(BASE)" ]; then \
-		base=$$(mktemp -d); trap 'git worktree remove --force '$$base/src' >/dev/null 2>&1; rm -rf '$$base $$base; \
+		base=$$(mktemp -d); trap "git worktree remove --force $$base/src >/dev/null 2>&1; rm -rf $$base" EXIT; \
 		git worktree add -q --detach $$base/src $(BASE); \
 		for s in $(SERVICES); do (cd $$base/src && go build -trimpath -o $$base/bin/$$s ./services/$$s); done; \
 	fi; \
