@@ -154,16 +154,13 @@ bench: test-services ## the suite's benchmark, tracing on at production settings
 	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ {8}'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-compare
-bench-compare: test-services ## measure one change: CPU per order, tracing on, BASE=<commit> (its binaries) and/or BASE_VARS/VARS="K=V ..." against this tree, in interleaved pairs (PAIRS=3, RATE=200); writes bin/bench-compare.md
+bench-compare: test-services ## measure one change: CPU per order, tracing on, BASE=<commit> (its binaries; NEW=<commit> for the other side, else this tree) and/or BASE_VARS/VARS="K=V ..." in interleaved pairs (PAIRS=3, RATE=200); writes bin/bench-compare.md
 	@mkdir -p bin
-	@set -e; base=""; \
-	if [ -n "$(BASE)" ]; then \
-		base=$$(mktemp -d); trap "git worktree remove --force $$base/src >/dev/null 2>&1; rm -rf $$base" EXIT; \
-		git worktree add -q --detach $$base/src $(BASE); \
-		for s in $(SERVICES); do (cd $$base/src && go build -trimpath -o $$base/bin/$$s ./services/$$s); done; \
-	fi; \
-	set +e; COMPARE_BASE_BIN=$${base:+$$base/bin} COMPARE_BASE_VARS="$(BASE_VARS)" COMPARE_NEW_VARS="$(VARS)" \
-	COMPARE_PAIRS=$(PAIRS) COMPARE_RATE=$(RATE) \
+	@set -e; work=$$(mktemp -d); trap "for r in base new; do git worktree remove --force $$work/\$$r >/dev/null 2>&1; done; rm -rf $$work" EXIT; \
+	build() { git worktree add -q --detach $$work/$$1 $$2; for s in $(SERVICES); do (cd $$work/$$1 && go build -trimpath -o $$work/bin-$$1/$$s ./services/$$s); done; }; \
+	if [ -n "$(BASE)" ]; then build base $(BASE); export COMPARE_BASE_BIN=$$work/bin-base; fi; \
+	if [ -n "$(NEW)" ]; then build new $(NEW); export COMPARE_NEW_BIN=$$work/bin-new; fi; \
+	set +e; COMPARE_BASE_VARS="$(BASE_VARS)" COMPARE_NEW_VARS="$(VARS)" COMPARE_PAIRS=$(PAIRS) COMPARE_RATE=$(RATE) \
 	go test -tags bench -run '^TestCompare$$' -count=1 -v -timeout 60m ./e2e 2>&1 | tee bin/bench-compare.log | grep -E '^(---|ok|FAIL|PASS)|bench_compare_test.go|^ {8}'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-micro

@@ -16,9 +16,9 @@ import (
 // interleaved pairs at a fixed rate, through the collector. make
 // bench-compare sets it up:
 //
-//   - COMPARE_BASE_BIN: a directory of the baseline's binaries (make
-//     bench-compare BASE=<commit> builds them); without it, both sides run
-//     this tree's;
+//   - COMPARE_BASE_BIN, COMPARE_NEW_BIN: directories of each side's
+//     binaries (make bench-compare BASE=<commit> NEW=<commit> builds them);
+//     without them, a side runs this tree's;
 //   - COMPARE_BASE_VARS, COMPARE_NEW_VARS: variables for each side, as
 //     "K=V K=V" (to measure a switch such as GOGC=200);
 //   - COMPARE_RATE (orders/s, default 200), COMPARE_PAIRS (default 3),
@@ -35,8 +35,11 @@ func TestCompare(t *testing.T) {
 	if dir := os.Getenv("COMPARE_BASE_BIN"); dir != "" {
 		base[binDirVar] = dir
 	}
+	if dir := os.Getenv("COMPARE_NEW_BIN"); dir != "" {
+		change[binDirVar] = dir
+	}
 	if len(base) == 0 && len(change) == 0 {
-		t.Fatal("nothing to compare: set COMPARE_BASE_BIN, COMPARE_BASE_VARS or COMPARE_NEW_VARS (make bench-compare)")
+		t.Fatal("nothing to compare: set COMPARE_BASE_BIN, COMPARE_NEW_BIN, COMPARE_BASE_VARS or COMPARE_NEW_VARS (make bench-compare)")
 	}
 
 	var runs [2][]fixedRun // base, new
