@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -56,10 +57,18 @@ func Postgres(ctx context.Context, databaseURL string, tel *telemetry.Telemetry,
 
 // openPostgres opens the pool of cfg, traced.
 func openPostgres(ctx context.Context, cfg *pgxpool.Config, tel *telemetry.Telemetry, transactionSpans bool) (*pgxpool.Pool, error) {
+	// otelpgx reads the connection's details on every statement through
+	// pgx's Conn.Config, which copies the whole configuration each time; they
+	// are the pool's, so they are given once here. The database user is left
+	// out: no span needs it.
+	conn := cfg.ConnConfig
 	cfg.ConnConfig.Tracer = &pgTracer{
 		Tracer: otelpgx.NewTracer(
 			otelpgx.WithTracerProvider(tel.TracerProvider),
 			otelpgx.WithMeterProvider(tel.MeterProvider),
+			otelpgx.WithDisableConnectionDetailsInAttributes(),
+			otelpgx.WithTracerAttributes(semconv.DBSystemNamePostgreSQL, semconv.ServerAddress(conn.Host),
+				semconv.ServerPort(int(conn.Port)), semconv.DBNamespace(conn.Database)),
 		),
 		tracer:           tel.Tracer("github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"),
 		transactionSpans: transactionSpans,

@@ -91,6 +91,7 @@ func TestPoolWaitIsASpan(t *testing.T) {
 // machine's PostgreSQL, with SQL_TRANSACTION_SPANS off and on: off, BEGIN,
 // SAVEPOINT and RELEASE have no span, COMMIT and the statements keep theirs,
 // and every span has the caller's span as parent; on, all of them have one.
+// Every span names the database and the server, never the user.
 func TestTransactionSpans(t *testing.T) {
 	url := os.Getenv("TEST_DATABASE_URL")
 	if url == "" {
@@ -139,6 +140,14 @@ func TestTransactionSpans(t *testing.T) {
 				continue
 			}
 			names = append(names, s.Name())
+			// The connection's details, given once for the pool; no user.
+			attrs := map[string]string{}
+			for _, kv := range s.Attributes() {
+				attrs[string(kv.Key)] = kv.Value.Emit()
+			}
+			if attrs["db.system.name"] != "postgresql" || attrs["server.address"] == "" || attrs["server.port"] == "" || attrs["db.namespace"] == "" || attrs["user.name"] != "" {
+				t.Errorf("span %s: attributes %v, want db.system.name, server.address, server.port and db.namespace, and no user.name", s.Name(), attrs)
+			}
 			if s.Parent().SpanID() != root.SpanContext().SpanID() {
 				t.Errorf("span %s has parent %s, want the caller's span", s.Name(), s.Parent().SpanID())
 			}
