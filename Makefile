@@ -154,7 +154,7 @@ bench: test-services ## the suite's benchmark, tracing on at production settings
 	go test -tags bench -run TestBench -count=1 -v -timeout 40m ./e2e 2>&1 | tee bin/bench.log | grep -E '^(---|ok|FAIL|PASS)|bench_test.go|^ {8}'; exit $${PIPESTATUS[0]}
 
 .PHONY: bench-compare
-bench-compare: test-services ## measure one change: CPU per order, tracing on, BASE=<commit> (its binaries; NEW=<commit> for the other side, else this tree) and/or BASE_VARS/VARS="K=V ..." in interleaved pairs (PAIRS=3, RATE=200); writes bin/bench-compare.md
+bench-compare: test-services ## measure one change: CPU per order, tracing on, BASE=<commit> (its binaries; NEW=<commit> for the other side, else this tree) and/or BASE_VARS/VARS="K=V ..." in interleaved pairs (PAIRS=4, RATE=200); writes bin/bench-compare.md
 	@mkdir -p bin
 	@set -e; work=$$(mktemp -d); trap "for r in base new; do git worktree remove --force $$work/\$$r >/dev/null 2>&1; done; rm -rf $$work" EXIT; \
 	build() { git worktree add -q --detach $$work/$$1 $$2; for s in $(SERVICES); do (cd $$work/$$1 && go build -trimpath -o $$work/bin-$$1/$$s ./services/$$s); done; }; \

@@ -21,7 +21,7 @@ import (
 //     without them, a side runs this tree's;
 //   - COMPARE_BASE_VARS, COMPARE_NEW_VARS: variables for each side, as
 //     "K=V K=V" (to measure a switch such as GOGC=200);
-//   - COMPARE_RATE (orders/s, default 200), COMPARE_PAIRS (default 3),
+//   - COMPARE_RATE (orders/s, default 200), COMPARE_PAIRS (default 4),
 //     COMPARE_WINDOW (seconds of measured load per run, default 30, after
 //     5 s of warm-up).
 //
@@ -29,7 +29,7 @@ import (
 // of the pairs, and writes the table to bin/bench-compare.md.
 func TestCompare(t *testing.T) {
 	rate := compareInt(t, "COMPARE_RATE", 200)
-	pairs := compareInt(t, "COMPARE_PAIRS", 3)
+	pairs := compareInt(t, "COMPARE_PAIRS", 4)
 	window := time.Duration(compareInt(t, "COMPARE_WINDOW", 30)) * time.Second
 	base, change := compareVars(t, "COMPARE_BASE_VARS"), compareVars(t, "COMPARE_NEW_VARS")
 	if dir := os.Getenv("COMPARE_BASE_BIN"); dir != "" {
@@ -45,8 +45,8 @@ func TestCompare(t *testing.T) {
 	var runs [2][]fixedRun // base, new
 	for i := range pairs {
 		t.Run(fmt.Sprintf("pair-%d", i+1), func(t *testing.T) {
-			// Alternate which side runs first, so a drift in the machine
-			// does not favour one.
+			// Alternate which side runs first (base-new, new-base, ...),
+			// so an even number of pairs favours neither.
 			sides := []int{0, 1}
 			if i%2 == 1 {
 				sides = []int{1, 0}
