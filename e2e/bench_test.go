@@ -206,6 +206,7 @@ type benchResult struct {
 	DistanceToSDK float64            `json:"distance_to_floor"`      // the total's median cost per span over the floor
 	LatencyOn     map[string]string  `json:"latency_on"`
 	LatencyOff    map[string]string  `json:"latency_off"`
+	P99Ratio      spread             `json:"p99_ratio_on_over_off"` // within each pair
 	PeakRSSOn     map[string]float64 `json:"peak_rss_mib_on"`
 	SpansStarted  int                `json:"spans_started"`
 	SpansExported int                `json:"spans_exported"`
@@ -273,7 +274,13 @@ func TestBench(t *testing.T) {
 	for rep := range plan.FixedReps {
 		// Each ratio is taken within a pair: a run lost would unpair the rest.
 		ok := t.Run(fmt.Sprintf("fixed-rate-%d", rep+1), func(t *testing.T) {
-			for _, traced := range []bool{true, false} {
+			// Each side first in turn (on-off, off-on, ...): the order
+			// within a pair moved CPU per order by a few percent.
+			order := []bool{true, false}
+			if rep%2 == 1 {
+				order = []bool{false, true}
+			}
+			for _, traced := range order {
 				var r fixedRun
 				if !t.Run(map[bool]string{true: "on", false: "off"}[traced], func(t *testing.T) {
 					r = fixedRate(t, traced, res.FixedRate, plan.Warmup, plan.Window, nil)
@@ -331,7 +338,11 @@ func machine() map[string]any {
 // within such a pair, so a drift of a shared machine weighs on both sides.
 func summarize(res *benchResult, on, off []fixedRun) {
 	res.Runs = nil
-	for i := range on {
+	for i := range on { // in the order they ran
+		if i%2 == 1 {
+			res.Runs = append(res.Runs, off[i], on[i])
+			continue
+		}
 		res.Runs = append(res.Runs, on[i], off[i])
 	}
 	keys := append(slices.Clone(benchServices), "total")
@@ -375,6 +386,9 @@ func summarize(res *benchResult, on, off []fixedRun) {
 		answered += on[i].Answered
 	}
 	res.LatencyOn, res.LatencyOff = latencies(shotsOn), latencies(shotsOff)
+	res.P99Ratio = spreadOf(collect(func(on, off fixedRun) float64 {
+		return float64(quantile(on.shots, 0.99)) / float64(quantile(off.shots, 0.99))
+	}))
 	res.Complete = fmt.Sprintf("%d/%d (%.1f%%)", complete, answered, 100*float64(complete)/float64(max(1, answered)))
 }
 
@@ -409,6 +423,7 @@ func report(r benchResult) string {
 	}
 	fmt.Fprintf(&b, "| p50 / p95 / p99 at %d orders/s (all runs) | %s / %s / %s | %s / %s / %s | |\n", r.FixedRate,
 		r.LatencyOn["p50"], r.LatencyOn["p95"], r.LatencyOn["p99"], r.LatencyOff["p50"], r.LatencyOff["p95"], r.LatencyOff["p99"])
+	fmt.Fprintf(&b, "| p99, on/off within each pair (median, min–max) | | | **%s** |\n", r.P99Ratio)
 	fmt.Fprintf(&b, "| answered 201 | %s | %s | |\n\n", r.LatencyOn["ok"], r.LatencyOff["ok"])
 
 	fmt.Fprintf(&b, "The cost per span, in CPU µs (median, min–max):\n\n| | spans per order | µs per span | × the SDK's floor |\n|---|---|---|---|\n")
