@@ -17,25 +17,7 @@ import (
 // one connection: taking the free connection leaves no span; waiting for it
 // leaves a pool.acquire span as long as the wait.
 func TestPoolWaitIsASpan(t *testing.T) {
-	url := os.Getenv("TEST_DATABASE_URL")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	rec := tracetest.NewSpanRecorder()
-	tel := &telemetry.Telemetry{
-		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
-		MeterProvider:  metricnoop.NewMeterProvider(),
-	}
-	pool, err := Postgres(t.Context(), url+"&pool_max_conns=1", tel, SQLOptions{})
-	if err == nil {
-		err = pool.Ping(t.Context())
-	}
-	if err != nil {
-		if os.Getenv("ORDERTRACE_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("PostgreSQL unavailable: %v", err)
-		}
-		t.Skipf("PostgreSQL unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", err)
-	}
+	rec, tel, pool := recordedPool(t, "&pool_max_conns=1", SQLOptions{})
 	defer pool.Close()
 
 	acquires := func() (n int, longest time.Duration) {
@@ -93,26 +75,8 @@ func TestPoolWaitIsASpan(t *testing.T) {
 // and every span has the caller's span as parent; on, all of them have one.
 // Every span names the database and the server, never the user.
 func TestTransactionSpans(t *testing.T) {
-	url := os.Getenv("TEST_DATABASE_URL")
-	if url == "" {
-		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
 	for _, on := range []bool{false, true} {
-		rec := tracetest.NewSpanRecorder()
-		tel := &telemetry.Telemetry{
-			TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
-			MeterProvider:  metricnoop.NewMeterProvider(),
-		}
-		pool, err := Postgres(t.Context(), url, tel, SQLOptions{TransactionSpans: on})
-		if err == nil {
-			err = pool.Ping(t.Context())
-		}
-		if err != nil {
-			if os.Getenv("ORDERTRACE_REQUIRE_SERVICES") == "1" {
-				t.Fatalf("PostgreSQL unavailable: %v", err)
-			}
-			t.Skipf("PostgreSQL unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", err)
-		}
+		rec, tel, pool := recordedPool(t, "", SQLOptions{TransactionSpans: on})
 		ctx, root := tel.TracerProvider.Tracer("t").Start(t.Context(), "work")
 		tx, err := pool.Begin(ctx)
 		if err != nil {
@@ -172,4 +136,30 @@ func TestOpensTransaction(t *testing.T) {
 			t.Errorf("opensTransaction(%q) = %v, want %v", sql, got, want)
 		}
 	}
+}
+
+// recordedPool opens a pool on the machine's PostgreSQL (TEST_DATABASE_URL,
+// with query suffixing it) whose spans go to the returned recorder.
+func recordedPool(t *testing.T, query string, opts SQLOptions) (*tracetest.SpanRecorder, *telemetry.Telemetry, *Pool) {
+	t.Helper()
+	url := os.Getenv("TEST_DATABASE_URL")
+	if url == "" {
+		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	rec := tracetest.NewSpanRecorder()
+	tel := &telemetry.Telemetry{
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+		MeterProvider:  metricnoop.NewMeterProvider(),
+	}
+	pool, err := Postgres(t.Context(), url+query, tel, opts)
+	if err == nil {
+		err = pool.Ping(t.Context())
+	}
+	if err != nil {
+		if os.Getenv("ORDERTRACE_REQUIRE_SERVICES") == "1" {
+			t.Fatalf("PostgreSQL unavailable: %v", err)
+		}
+		t.Skipf("PostgreSQL unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", err)
+	}
+	return rec, tel, pool
 }
