@@ -107,7 +107,7 @@ func TestTransactionSpans(t *testing.T) {
 			// The connection's details, given once for the pool; no user.
 			attrs := map[string]string{}
 			for _, kv := range s.Attributes() {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+				attrs[string(kv.Key)] = kv.Value.String()
 			}
 			if attrs["db.system.name"] != "postgresql" || attrs["server.address"] == "" || attrs["server.port"] == "" || attrs["db.namespace"] == "" || attrs["user.name"] != "" {
 				t.Errorf("span %s: attributes %v, want db.system.name, server.address, server.port and db.namespace, and no user.name", s.Name(), attrs)
