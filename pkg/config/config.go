@@ -23,27 +23,27 @@ func Load(ctx context.Context, env envconfig.Lookuper, target any) error {
 	if err == nil {
 		return nil
 	}
-	// go-envconfig prefixes errors with the field name; users know the variable.
+	// go-envconfig prefixes errors with the field's name, and with the
+	// names of the structs it is nested in; users know the variable.
 	msg := err.Error()
-	if field, rest, ok := strings.Cut(msg, ": "); ok {
-		if name := variableOf(target, field); name != "" {
+	t := reflect.TypeOf(target)
+	for {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		field, rest, ok := strings.Cut(msg, ": ")
+		if !ok || t.Kind() != reflect.Struct {
+			return err
+		}
+		f, ok := t.FieldByName(field)
+		if !ok {
+			return err
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("env"), ","); name != "" {
 			return errors.New(name + ": " + rest)
 		}
+		t, msg = f.Type, rest // a struct of variables, such as an embedded one
 	}
-	return err
-}
-
-func variableOf(target any, field string) string {
-	t := reflect.TypeOf(target)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	f, ok := t.FieldByName(field)
-	if !ok {
-		return ""
-	}
-	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-	return name
 }
 
 // CheckURL reports, naming the variable, a value that is not a URL with one
