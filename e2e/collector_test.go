@@ -120,6 +120,12 @@ func startCollector(t *testing.T, vars map[string]string) *collector {
 	go func() { _ = cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() {
 		c.stop(t)
+		// OTTL paths without their context prefix (attributes, not
+		// span.attributes) still work, rewritten at start with a notice:
+		// config.yaml writes them whole.
+		if strings.Contains(logs.String(), "paths were modified to include their context prefix") {
+			t.Error("the collector rewrote OTTL paths of config.yaml: give each its context prefix (span., spanevent., log.)")
+		}
 		if t.Failed() {
 			t.Logf("collector output:\n%s", logs.String())
 		}
