@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,18 +57,17 @@ type batchConfig struct {
 	MaxQueue, MaxBatch int
 }
 
-// batchConfigFromEnv reads OTEL_BSP_*. Unlike the SDK, which ignores a value
-// that is not a number, it refuses it, so a typo does not go unnoticed.
+// batchConfigFromEnv reads OTEL_BSP_* (envInt: a value that is not a number
+// is refused, where the SDK ignores it).
 func batchConfigFromEnv() (batchConfig, error) {
 	var errs error
 	read := func(name string, def, least int) int {
-		raw := os.Getenv(name)
-		if raw == "" {
+		n, set, err := envInt(name)
+		if err != nil || (set && n < least) {
+			errs = errors.Join(errs, fmt.Errorf("%s: must be a whole number, at least %d", name, least))
 			return def
 		}
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < least {
-			errs = errors.Join(errs, fmt.Errorf("%s: must be a whole number, at least %d", name, least))
+		if !set {
 			return def
 		}
 		return n

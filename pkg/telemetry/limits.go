@@ -21,15 +21,28 @@ const DefaultAttributeValueLengthLimit = 4096
 // so a typo does not quietly lift the limit.
 func attributeValueLengthLimit(vars ...string) (int, error) {
 	for _, name := range vars {
-		raw := os.Getenv(name)
-		if raw == "" {
-			continue
-		}
-		n, err := strconv.Atoi(raw)
+		n, set, err := envInt(name)
 		if err != nil {
-			return 0, fmt.Errorf("%s: must be a whole number of characters, or -1 for no limit", name)
+			return 0, fmt.Errorf("%w of characters, or -1 for no limit", err)
 		}
-		return n, nil
+		if set {
+			return n, nil
+		}
 	}
 	return DefaultAttributeValueLengthLimit, nil
+}
+
+// envInt reads the whole number in the variable name, if it is set. Unlike
+// the SDK, which ignores a value that is not a number, the suite refuses
+// one (the error names the variable), so a typo does not go unnoticed.
+func envInt(name string) (n int, set bool, err error) {
+	raw := os.Getenv(name)
+	if raw == "" {
+		return 0, false, nil
+	}
+	n, err = strconv.Atoi(raw)
+	if err != nil {
+		return 0, true, fmt.Errorf("%s: must be a whole number", name)
+	}
+	return n, true, nil
 }
