@@ -123,15 +123,11 @@ func (t *pgTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.T
 
 // opensTransaction reports whether sql is what pgx sends to begin a
 // transaction ("begin", "begin isolation level ...") or a savepoint
-// ("savepoint sp_1"), or to release one ("release savepoint sp_1").
+// ("savepoint sp_1"), or to release one ("release savepoint sp_1"): its
+// first word is BEGIN, SAVEPOINT or RELEASE.
 func opensTransaction(sql string) bool {
-	for _, prefix := range []string{"begin", "savepoint ", "release savepoint "} {
-		if len(sql) >= len(prefix) && strings.EqualFold(sql[:len(prefix)], prefix) &&
-			(len(sql) == len(prefix) || prefix[len(prefix)-1] == ' ' || sql[len(prefix)] == ' ') {
-			return true
-		}
-	}
-	return false
+	word, _, _ := strings.Cut(sql, " ")
+	return strings.EqualFold(word, "begin") || strings.EqualFold(word, "savepoint") || strings.EqualFold(word, "release")
 }
 
 type acquireStartKey struct{}
