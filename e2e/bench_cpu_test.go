@@ -149,8 +149,9 @@ func fixedRate(t *testing.T, on bool, rate int, warmup, window time.Duration, ex
 }
 
 // checkpoint has PostgreSQL write out what the runs before left dirty, so
-// a run does not pay for its predecessor's writes: without it, the second run
-// of a pair used about 5% more CPU per order, whichever side it was.
+// a run does not pay for its predecessor's writes (without it, in one
+// comparison, the second run of each pair used about 5% more CPU per order,
+// whichever side it was; the sides' order is alternated as well).
 func checkpoint(t *testing.T) {
 	c, err := pgx.Connect(t.Context(), adminDatabaseURL)
 	if err != nil {
