@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,12 +128,14 @@ func TestRejectedRequests(t *testing.T) {
 		{"wrong content type", "text/plain", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
 		{"no content type", "", `{"customer_id":"c","items":[{"sku":"MUG-CERAMIC","quantity":1}]}`, 415, "Content-Type"},
 	}
+	refused := map[string]int{} // trace ID: the status each refused order's warning must give
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, h, body := s.call(t, http.MethodPost, "/api/orders", tt.contentType, []byte(tt.body), nil)
 			if status != tt.wantStatus {
 				t.Fatalf("status = %d, want %d; body %s", status, tt.wantStatus, body)
 			}
+			refused[traceIDFromHeader(t, h)] = tt.wantStatus
 			p := decodeProblem(t, h, body)
 			if p.Status != tt.wantStatus || p.Title == "" || p.TraceID == "" {
 				t.Errorf("problem = %+v, want status %d, a title and a trace_id", p, tt.wantStatus)
@@ -178,6 +181,21 @@ func TestRejectedRequests(t *testing.T) {
 
 	// The refused card number is nowhere: not in spans, OTLP logs or stdout.
 	s.wantNowhere(t, plantedCard)
+
+	// No span of a refused order is an error (a 4xx is the client's), so
+	// each leaves one warning in its trace, from the service that refused it.
+	warnings := map[string][]logRecord{}
+	for _, l := range s.otlp.Logs() {
+		if l.Body == "request refused" {
+			warnings[l.TraceID] = append(warnings[l.TraceID], l)
+		}
+	}
+	for traceID, status := range refused {
+		w := warnings[traceID]
+		if len(w) != 1 || w[0].Severity != "WARN" || w[0].Attrs["status"] != strconv.Itoa(status) || w[0].Attrs["reason"] == "" {
+			t.Errorf("trace %s (a %d): warnings %+v, want one WARN \"request refused\" with its status and reason", traceID, status, w)
+		}
+	}
 }
 
 // wantNowhere checks that no planted value is in any exported span attribute

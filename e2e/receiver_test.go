@@ -49,11 +49,12 @@ type event struct {
 
 // logRecord is a received OTLP log record.
 type logRecord struct {
-	Service string
-	Body    string
-	TraceID string
-	SpanID  string
-	Attrs   map[string]string
+	Service  string
+	Severity string // WARN, ERROR, ...
+	Body     string
+	TraceID  string
+	SpanID   string
+	Attrs    map[string]string
 }
 
 // receiver is a minimal OTLP/HTTP endpoint that keeps what it is sent.
@@ -269,7 +270,7 @@ func (r *receiver) addLogs(msg *collogs.ExportLogsServiceRequest) {
 		for _, sl := range rl.ScopeLogs {
 			for _, l := range sl.LogRecords {
 				r.logs = append(r.logs, logRecord{
-					Service: service, Body: value(l.Body),
+					Service: service, Severity: l.SeverityText, Body: value(l.Body),
 					TraceID: hex.EncodeToString(l.TraceId), SpanID: hex.EncodeToString(l.SpanId),
 					Attrs: attrs(l.Attributes),
 				})

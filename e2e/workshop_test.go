@@ -26,6 +26,7 @@ func TestWorkshopCommands(t *testing.T) {
 		"01-first-trace.md":     {"201 Created", "traceresponse: 00-"},
 		"02-reading-a-trace.md": {`"status":409`, "items[0].quantity"},
 		"05-baggage.md":         {`"order_id"`},
+		"06-logs-and-traces.md": {`"status":422`, "items[0].sku"},
 	}
 	ran := map[string]bool{}
 	for _, page := range pages {

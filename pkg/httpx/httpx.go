@@ -88,6 +88,22 @@ type Problem struct {
 // Error lets a Problem travel as an error to the one place that writes it.
 func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Title, p.Detail) }
 
+// LogAttrs are what a log line about a refused request says of p, as slog
+// key-value pairs: its status, title and first reason, all the suite's own
+// words. The first field is named too, except in a 400 (a malformed body),
+// whose paths may hold keys the client made up; no value the client sent is
+// ever logged.
+func (p *Problem) LogAttrs() []any {
+	attrs := []any{"status", p.Status, "title", p.Title}
+	if len(p.Errors) > 0 {
+		if p.Status != http.StatusBadRequest {
+			attrs = append(attrs, "field", p.Errors[0].Field)
+		}
+		attrs = append(attrs, "reason", p.Errors[0].Reason)
+	}
+	return attrs
+}
+
 // The bounds of a problem, so that its size never grows with the request
 // that caused it: at most MaxFieldErrors errors, then one entry that names
 // OmittedField and says how many more there were, and every text clipped.

@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -380,5 +381,18 @@ func TestDecodeJSONBody(t *testing.T) {
 	}
 	if dst.CustomerID != "c<&>\u2028" || len(dst.Items) != 1 {
 		t.Errorf("decoded %+v", dst)
+	}
+}
+
+func TestProblemLogAttrs(t *testing.T) {
+	invalid := Invalid(FieldError{Field: "items[0].sku", Reason: "is not in the catalogue"})
+	if got := fmt.Sprint(invalid.LogAttrs()); got != "[status 422 title Invalid request field items[0].sku reason is not in the catalogue]" {
+		t.Errorf("422: %s", got)
+	}
+	// A 400's path may be a key the client made up: it is never logged.
+	malformed := NewProblem(http.StatusBadRequest, "Malformed JSON", "the body has a field this API does not know",
+		FieldError{Field: "card_4111111111111111", Reason: "is not a field of this API"})
+	if got := fmt.Sprint(malformed.LogAttrs()); strings.Contains(got, "4111") || !strings.Contains(got, "reason is not a field of this API") {
+		t.Errorf("400: %s", got)
 	}
 }

@@ -56,6 +56,8 @@ func (s *server) placeOrder() http.HandlerFunc {
 		if err != nil {
 			var p *httpx.Problem
 			errors.As(err, &p)
+			// Refused here, it never reaches orders, which logs the rest.
+			s.tel.Logger.WarnContext(r.Context(), "request refused", p.LogAttrs()...)
 			httpx.WriteProblem(w, r, p)
 			return
 		}

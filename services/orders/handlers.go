@@ -176,8 +176,13 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The failure passed through this span on its way to the client.
 		trace.SpanFromContext(r.Context()).RecordError(err)
 	}
-	if p.Status >= 500 {
+	switch {
+	case p.Status >= 500:
 		s.tel.Logger.ErrorContext(r.Context(), "request failed", "status", p.Status, "error", err)
+	default:
+		// A 4xx is the client's, so no span is an error (the semantic
+		// conventions): this line is what a refused order leaves in its trace.
+		s.tel.Logger.WarnContext(r.Context(), "request refused", p.LogAttrs()...)
 	}
 	httpx.WriteProblem(w, r, p)
 }
