@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ var tempoSchema = schema{
 	"internal_server": any_, "live_store_client": any_, "ingest": any_, "block_builder": any_, "memberlist": any_,
 	"cache": any_, "backend_scheduler": any_, "backend_scheduler_client": any_, "querier": any_,
 	"server": schema{"http_listen_port": any_, "grpc_listen_port": any_, "http_listen_address": any_,
-		"grpc_listen_address": any_, "log_level": any_, "log_format": any_},
+		"grpc_listen_address": any_, "log_level": any_, "log_format": any_, "graceful_shutdown_timeout": any_},
 	"distributor": schema{"receivers": any_, "log_received_spans": any_, "log_discarded_spans": any_,
 		"metric_received_spans": any_, "retry_after_on_resource_exhausted": any_},
 	"live_store": schema{"wal": schema{"path": any_}, "max_block_duration": any_, "max_block_bytes": any_,
@@ -255,5 +256,86 @@ func TestPrometheusConfig(t *testing.T) {
 		if !strings.Contains(flags, f) {
 			t.Errorf("prometheus runs without %s", f)
 		}
+	}
+}
+
+// resolves says why a histogram's bounds (in seconds) cannot tell a 1 ms
+// latency from a 100 ms one, or "" when they can: a bound at 1 ms or below,
+// one at 100 ms or above, and between them no bucket more than 2.5 times
+// as wide as the one before (a p95 is then off by at most that factor).
+func resolves(bounds []float64) string {
+	if !slices.IsSorted(bounds) || len(bounds) == 0 {
+		return fmt.Sprintf("bounds %v are not ascending", bounds)
+	}
+	if bounds[0] > 0.001 || bounds[len(bounds)-1] < 0.1 {
+		return fmt.Sprintf("bounds %v do not span 1 ms to 100 ms", bounds)
+	}
+	for i := 1; i < len(bounds) && bounds[i-1] < 0.1; i++ {
+		if bounds[i] > 2.5*bounds[i-1]*1.0001 {
+			return fmt.Sprintf("%g to %g s is a bucket too wide: a quantile in it is a guess", bounds[i-1], bounds[i])
+		}
+	}
+	return ""
+}
+
+func TestResolvesCatchesCoarseBuckets(t *testing.T) {
+	tempoDefault := []float64{0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8} // Tempo's service-graph default
+	if resolves(tempoDefault) == "" {
+		t.Error("Tempo's default buckets pass, yet they read every hop of a few ms as 0.1 s")
+	}
+	if resolves([]float64{0.001, 0.01, 0.1}) == "" {
+		t.Error("decade buckets pass")
+	}
+}
+
+// Tempo's service graph times the hops and the broker (a few ms): its
+// buckets must resolve them, or a panel reads 0.095 s for 0.005 s.
+func TestTempoServiceGraphBuckets(t *testing.T) {
+	doc := readYAML(t, "tempo/tempo.yaml")
+	raw, _ := lookup(doc, "metrics_generator.processor.service_graphs.histogram_buckets").([]any)
+	var bounds []float64
+	for _, v := range raw {
+		f, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+		if err != nil {
+			t.Fatalf("histogram_buckets: %v", err)
+		}
+		bounds = append(bounds, f)
+	}
+	if why := resolves(bounds); why != "" {
+		t.Errorf("Tempo's service-graph buckets: %s", why)
+	}
+}
+
+// The span metrics' duration histogram, which the dashboards' p95 panels read.
+func TestSpanMetricsBuckets(t *testing.T) {
+	doc := readYAML(t, "otel-collector/config.yaml")
+	raw, _ := lookup(doc, "connectors.span_metrics.histogram.explicit.buckets").([]any)
+	var bounds []float64
+	for _, v := range raw {
+		d, err := time.ParseDuration(fmt.Sprint(v))
+		if err != nil {
+			t.Fatalf("span_metrics buckets: %v", err)
+		}
+		bounds = append(bounds, d.Seconds())
+	}
+	if why := resolves(bounds); why != "" {
+		t.Errorf("span metrics buckets: %s", why)
+	}
+}
+
+// Tempo needs about 30 s to stop (it flushes its live store), more than
+// Docker's default 10 s: killed, it loses that data and logs "failed to
+// replay block" at the next start. A query running at SIGTERM is cut off
+// first (server.graceful_shutdown_timeout), within the same grace. Tempo is
+// not served as a Go module, so this is checked on the files; the programs
+// that run here are stopped with a query in flight by TestStackWalk.
+func TestTempoStopGrace(t *testing.T) {
+	grace := loadCompose(t).Services["tempo"].StopGracePeriod
+	if grace == nil || time.Duration(*grace) < 40*time.Second {
+		t.Errorf("tempo's stop_grace_period = %v, want 40 s or more (Tempo takes about 30 s to stop)", grace)
+	}
+	queries, err := time.ParseDuration(fmt.Sprint(lookup(readYAML(t, "tempo/tempo.yaml"), "server.graceful_shutdown_timeout")))
+	if err != nil || grace != nil && queries >= time.Duration(*grace)-30*time.Second {
+		t.Errorf("tempo.yaml server.graceful_shutdown_timeout = %v (%v): want a bound that leaves 30 s of the grace period to the flush", queries, err)
 	}
 }
