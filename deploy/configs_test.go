@@ -78,6 +78,10 @@ func lookup(doc map[string]any, path string) any {
 	return cur
 }
 
+// Tempo is the one backend make test-stack cannot run: the Go module proxy
+// does not serve it, so its file is checked against the keys of its
+// configuration reference instead, and Jaeger stands in as the trace store.
+//
 // tempoSchema is what Tempo 3.0 accepts, from its configuration reference
 // (grafana.com/docs/tempo/v3.0.x/configuration/ and docs/sources/tempo/
 // configuration/_index.md in the Tempo repository at v3.0.x), limited below
@@ -157,42 +161,13 @@ func TestTempoConfig(t *testing.T) {
 	}
 }
 
-// lokiSchema is what Loki 3.7 accepts (pkg/loki/loki.go and the
-// configuration reference, docs/sources/shared/configuration.md at v3.7.x),
-// limited below the top level to the sections this suite uses.
-var lokiSchema = func() schema {
-	attrs := listOf{schema{"action": any_, "attributes": any_, "regex": any_}}
-	s := schema{
-		"auth_enabled": any_,
-		"server":       schema{"http_listen_port": any_, "grpc_listen_port": any_, "log_level": any_, "log_format": any_},
-		"common": schema{"instance_addr": any_, "path_prefix": any_, "replication_factor": any_,
-			"storage": schema{"filesystem": schema{"chunks_directory": any_, "rules_directory": any_}},
-			"ring":    schema{"kvstore": schema{"store": any_}}},
-		"schema_config": schema{"configs": listOf{schema{"from": any_, "store": any_, "object_store": any_, "schema": any_,
-			"index": schema{"prefix": any_, "period": any_}}}},
-		"limits_config": schema{"allow_structured_metadata": any_, "retention_period": any_,
-			"otlp_config": schema{
-				"resource_attributes": schema{"ignore_defaults": any_, "attributes_config": attrs},
-				"scope_attributes":    attrs, "log_attributes": attrs}},
-		"query_range":      schema{"results_cache": schema{"cache": schema{"embedded_cache": schema{"enabled": any_, "max_size_mb": any_}}}},
-		"pattern_ingester": schema{"enabled": any_},
-		"analytics":        schema{"reporting_enabled": any_},
-	}
-	for _, k := range []string{"target", "ballast_bytes", "internal_server", "distributor", "querier", "query_scheduler",
-		"frontend", "ruler", "ruler_storage", "ingester_client", "ingester", "block_builder", "block_scheduler",
-		"index_gateway", "bloom_build", "bloom_gateway", "storage_config", "chunk_store_config", "compactor",
-		"compactor_client", "compactor_grpc_client", "frontend_worker", "table_manager", "memberlist", "kafka_config",
-		"runtime_config", "operational_config", "tracing", "profiling", "shutdown_delay", "metrics_namespace"} {
-		s[k] = any_
-	}
-	return s
-}()
+// Loki and Prometheus refuse unknown keys at start, and make test-stack
+// starts each on its file (e2e TestStackWalk): that run, not a key list
+// kept here, says the files are what their versions accept. These tests
+// keep the choices a reader of the files should not undo.
 
 func TestLokiConfig(t *testing.T) {
 	doc := readYAML(t, "loki/loki.yaml")
-	if bad := unknownKeys(doc, lokiSchema, ""); len(bad) > 0 {
-		t.Errorf("loki.yaml has keys Loki 3 does not accept: %v", bad)
-	}
 	check := func(path string, labelsAllowed bool) {
 		var entries []any
 		if v, ok := lookup(doc, path).([]any); ok {
@@ -234,28 +209,6 @@ func TestPrometheusConfig(t *testing.T) {
 	}
 	if lookup(doc, "global.scrape_native_histograms") != true {
 		t.Error("native histograms are not scraped")
-	}
-	targets := map[string]bool{}
-	jobs, _ := doc["scrape_configs"].([]any)
-	for _, j := range jobs {
-		for _, sc := range lookup(j.(map[string]any), "static_configs").([]any) {
-			for _, tg := range sc.(map[string]any)["targets"].([]any) {
-				targets[fmt.Sprint(tg)] = true
-			}
-		}
-	}
-	for _, want := range []string{"otel-collector:8888", "rabbitmq:15692"} {
-		if !targets[want] {
-			t.Errorf("no scrape job for %s", want)
-		}
-	}
-	// The receivers are switched on by flags in the compose file.
-	p := loadCompose(t)
-	flags := strings.Join(p.Services["prometheus"].Command, " ")
-	for _, f := range []string{"--web.enable-otlp-receiver", "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"} {
-		if !strings.Contains(flags, f) {
-			t.Errorf("prometheus runs without %s", f)
-		}
 	}
 }
 
