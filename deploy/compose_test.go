@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -202,5 +204,46 @@ func checkDockerfile(t *testing.T, path string) {
 	}
 	if strings.Contains(string(raw), "ENTRYPOINT [\"/service\"]") && !strings.Contains(string(raw), "USER nonroot") {
 		t.Errorf("%s: the service image does not run as non-root", path)
+	}
+}
+
+// stack-memory.json holds each program's peak memory (VmHWM) under k6's
+// average.js, measured natively by make stack-memory. A limit below the
+// peak plus 30% would have the kernel kill the program under that load; a
+// GOMEMLIMIT at or above the limit would never make Go's collector work
+// harder before the kill.
+func TestComposeMemoryFromMeasuredPeaks(t *testing.T) {
+	raw, err := os.ReadFile("stack-memory.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var measured struct {
+		Scenario string             `json:"scenario"`
+		PeakMiB  map[string]float64 `json:"peak_mib"`
+	}
+	if err := json.Unmarshal(raw, &measured); err != nil {
+		t.Fatal(err)
+	}
+	if measured.Scenario != "average" || len(measured.PeakMiB) < 5 {
+		t.Fatalf("stack-memory.json: %+v, want the peaks of make stack-memory (average.js)", measured)
+	}
+	p := loadCompose(t, "*")
+	for _, name := range slices.Sorted(maps.Keys(measured.PeakMiB)) {
+		s, ok := p.Services[name]
+		if !ok {
+			continue // measured, but not a compose service of that name
+		}
+		limit := float64(s.Deploy.Resources.Limits.MemoryBytes) / (1 << 20)
+		peak := measured.PeakMiB[name]
+		if limit < 1.3*peak {
+			t.Errorf("%s: memory limit %.0f MiB, below its measured peak %.0f MiB plus 30%% (%.0f MiB)", name, limit, peak, 1.3*peak)
+		}
+		if v := s.Environment["GOMEMLIMIT"]; v != nil {
+			mib, err := strconv.ParseFloat(strings.TrimSuffix(*v, "MiB"), 64)
+			if err != nil || !strings.HasSuffix(*v, "MiB") || mib >= limit {
+				t.Errorf("%s: GOMEMLIMIT %s, want MiB below its limit of %.0f MiB", name, *v, limit)
+			}
+		}
+		t.Logf("%-15s peak %4.0f MiB, limit %4.0f MiB (%.1f×)", name, peak, limit, limit/peak)
 	}
 }
