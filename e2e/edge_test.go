@@ -169,3 +169,47 @@ func TestOrdersTrustPolicy(t *testing.T) {
 		})
 	}
 }
+
+// The paths each service's routes.go names as polled are never traced, in
+// the real binaries: health checks every few seconds, and the scenario
+// read-out a script polls, would bury the real traffic.
+func TestPolledPathsUntraced(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, nil)
+	polled := map[*process][]string{
+		s.gateway:     {"/healthz", "/readyz"},
+		s.orders:      {"/healthz", "/readyz", "/scenarios"},
+		s.fulfillment: {"/healthz", "/readyz", "/scenarios"},
+	}
+	for p, paths := range polled {
+		for _, path := range paths {
+			resp, err := testClient.Get(p.URL() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s %s: %s", p.name, path, resp.Status)
+			}
+		}
+	}
+	// A request that is traced, so the check below cannot pass for want of spans.
+	if status, _, _ := s.call(t, http.MethodGet, "/api/products", "", nil, nil); status != http.StatusOK {
+		t.Fatalf("GET /api/products: %d", status)
+	}
+	s.stop(t) // everything they made has arrived
+	var traced bool
+	for _, sp := range s.otlp.Spans() {
+		if sp.Name == "GET /api/products" {
+			traced = true
+		}
+		for _, path := range []string{"/healthz", "/readyz", "/scenarios"} {
+			if strings.HasSuffix(sp.Name, path) || sp.Attrs["url.path"] == path {
+				t.Errorf("%s traced %s: span %q", sp.Service, path, sp.Name)
+			}
+		}
+	}
+	if !traced {
+		t.Error("no span for GET /api/products: the check proves nothing")
+	}
+}

@@ -12,19 +12,27 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Health endpoints are polled every few seconds by orchestrators, and the
-// scenario read-out (/scenarios) by whoever waits for a switch; tracing them
-// would bury real traffic, so they get neither spans nor metrics.
-func isPolled(r *http.Request) bool {
-	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/scenarios"
-}
-
 // HTTPOption adjusts HTTPMiddleware.
 type HTTPOption func(*httpOptions)
 
 type httpOptions struct {
 	startAttrs func(*http.Request) []attribute.KeyValue
 	newRoot    bool
+	untraced   map[string]bool
+}
+
+// WithUntraced names paths whose requests get neither spans nor metrics: the
+// health endpoints orchestrators poll every few seconds, and read-outs a
+// script polls, which would bury real traffic. Each service passes its own.
+func WithUntraced(paths ...string) HTTPOption {
+	return func(o *httpOptions) {
+		if o.untraced == nil {
+			o.untraced = map[string]bool{}
+		}
+		for _, p := range paths {
+			o.untraced[p] = true
+		}
+	}
 }
 
 // WithStartAttributes gives each SERVER span the attributes fn returns for
@@ -66,7 +74,7 @@ func (t *Telemetry) HTTPMiddleware(opts ...HTTPOption) func(http.Handler) http.H
 		otelhttp.WithMeterProvider(t.MeterProvider),
 		otelhttp.WithPropagators(trustedExtract{TextMapPropagator: t.Propagator, dropTraceState: o.newRoot}),
 		otelhttp.WithPublicEndpointFn(func(*http.Request) bool { return o.newRoot }),
-		otelhttp.WithFilter(func(r *http.Request) bool { return !isPolled(r) }),
+		otelhttp.WithFilter(func(r *http.Request) bool { return !o.untraced[r.URL.Path] }),
 		otelhttp.WithSpanNameFormatter(serverSpanName),
 	)
 	return func(next http.Handler) http.Handler {
@@ -92,7 +100,7 @@ func (t *Telemetry) HTTPMiddleware(opts ...HTTPOption) func(http.Handler) http.H
 			return traced
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !isPolled(r) {
+			if !o.untraced[r.URL.Path] {
 				if attrs := o.startAttrs(r); len(attrs) > 0 {
 					r = r.WithContext(context.WithValue(r.Context(), startAttrsKey{}, attrs))
 				}

@@ -13,7 +13,7 @@ func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	// Orders' port can be reached without the gateway: the baggage it stores,
 	// publishes and records passes the same trust policy here.
-	r.Use(s.tel.HTTPMiddleware(), telemetry.TrustBaggage, httpx.TraceContext, httpx.Recover)
+	r.Use(s.tel.HTTPMiddleware(untraced), telemetry.TrustBaggage, httpx.TraceContext, httpx.Recover)
 	r.NotFound(httpx.NotFound)
 	r.MethodNotAllowed(httpx.MethodNotAllowed)
 
@@ -25,3 +25,7 @@ func (s *server) routes() http.Handler {
 	r.Get("/scenarios", s.svc.flags.Handler()) // the workshop's switches as loaded; never traced
 	return r
 }
+
+// untraced are the paths polled by orchestrators and scripts: traced, they
+// would bury the real traffic.
+var untraced = telemetry.WithUntraced("/healthz", "/readyz", "/scenarios")
