@@ -93,19 +93,21 @@ test-k6: ## parse the k6 scripts and unit-test their shared logic with node's te
 	cd loadtest/k6 && node --test test/
 
 .PHONY: test-stack
-test-stack: ## the deploy/ files run by the real programs: the walk (services, collector, Loki, Prometheus, Jaeger for Tempo, k6's smoke.js), the alert rules by promtool and Prometheus (one alert fired end to end), the secure profile's files, Jaeger's disk storage
-	@mkdir -p bin
-	@# The programs first (minutes each when not cached), so the tests time themselves, not the builds.
-	@began=$$(date +%s); for tool in "prometheus" "prometheus promtool" "loki" "k6" "jaeger"; do bash scripts/build-tool.sh $$tool >/dev/null || exit 1; done && \
-		bash scripts/build-collector.sh >/dev/null && echo "test-stack: Prometheus, promtool, Loki, k6, Jaeger and the collector are ready ($$(($$(date +%s) - began)) s)"
+test-stack: stack-programs ## the deploy/ files run by the real programs: the walk (services, collector, Loki, Prometheus, Jaeger for Tempo, k6's smoke.js), the alert rules by promtool and Prometheus (one alert fired end to end), the secure profile's files, Jaeger's disk storage
 	go test -tags stack -run '^TestStack' -count=1 -v -timeout 20m ./deploy ./e2e 2>&1 | tee bin/stack-test.log | grep -E '^(---|===|ok|FAIL|PASS)|_test.go'; exit $${PIPESTATUS[0]}
 
 .PHONY: stack-memory
-stack-memory: test-services ## the walk of make test-stack under k6's average.js (RATE=20 journeys/s, DURATION=5m): each program's peak memory, for the limits of docker-compose.yml (writes bin/stack-memory-average.json)
-	@mkdir -p bin
-	@for tool in "prometheus" "loki" "k6" "jaeger"; do bash scripts/build-tool.sh $$tool >/dev/null || exit 1; done; bash scripts/build-collector.sh >/dev/null
+stack-memory: test-services stack-programs ## the walk of make test-stack under k6's average.js (RATE=20 journeys/s, DURATION=5m): each program's peak memory, for the limits of docker-compose.yml (writes bin/stack-memory-average.json)
 	@# -tags bench: the services built as released, not under the race detector, which would swamp their figures.
 	STACK_K6_SCENARIO=average RATE=$(RATE) DURATION=$(DURATION) go test -tags stack,bench -run '^TestStackWalk$$' -count=1 -v -timeout 30m ./e2e 2>&1 | tee bin/stack-memory.log | grep -E '^(---|ok|FAIL)|peak memory|k6 |stopped in'; exit $${PIPESTATUS[0]}
+
+# The programs the stack's tests run, built first (minutes each when not
+# cached), so the tests time themselves, not the builds.
+.PHONY: stack-programs
+stack-programs:
+	@mkdir -p bin
+	@began=$$(date +%s); for tool in "prometheus" "prometheus promtool" "loki" "k6" "jaeger"; do bash scripts/build-tool.sh $$tool >/dev/null || exit 1; done && \
+		bash scripts/build-collector.sh >/dev/null && echo "stack: Prometheus, promtool, Loki, k6, Jaeger and the collector are ready ($$(($$(date +%s) - began)) s)"
 
 .PHONY: build
 build: $(addprefix bin/,$(SERVICES)) ## build bin/gateway, bin/orders and bin/fulfillment

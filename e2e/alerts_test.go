@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -34,7 +33,7 @@ func prometheusBinary(t *testing.T) string {
 // stack does (its OTLP settings, its rule files), but for what a test needs:
 // rules evaluated every second, nothing scraped, a port and a data
 // directory of its own. It returns the base URL; SIGTERM stops it when t
-// ends.
+// ends (startBackend).
 func startPrometheus(t *testing.T) string {
 	t.Helper()
 	bin := prometheusBinary(t)
@@ -67,28 +66,8 @@ func startPrometheus(t *testing.T) string {
 		"--web.listen-address="+addr,
 		// The compose file's flags that matter here.
 		"--web.enable-otlp-receiver", "--enable-feature=exemplar-storage")
-	var logs bytes.Buffer // read only once it has exited
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		terminate(t, "prometheus", cmd, done)
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", logs.String())
-		}
-	})
 	url := "http://" + addr
-	waitUntil(t, startTimeout, "Prometheus ready", func() (bool, error) {
-		select {
-		case <-done:
-			return false, fmt.Errorf("prometheus exited")
-		default:
-		}
-		return healthy(url+"/-/ready") == nil, nil
-	})
+	startBackend(t, "prometheus", cmd, url+"/-/ready")
 	return url
 }
 

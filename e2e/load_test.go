@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -80,25 +79,4 @@ func quantile(shots []shot, q float64) time.Duration {
 	return l[max(0, int(math.Ceil(q*float64(len(l))))-1)]
 }
 
-// usage is a process's CPU time and peak resident memory so far.
-type usage struct {
-	CPU    time.Duration
-	PeakKB int
-}
-
-func processUsage(p *process) usage {
-	var u usage
-	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)); err == nil {
-		f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
-		var utime, stime int64
-		fmt.Sscan(f[11], &utime)
-		fmt.Sscan(f[12], &stime)
-		u.CPU = time.Duration(utime+stime) * time.Second / 100 // USER_HZ
-	}
-	if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
-		for _, line := range strings.Split(string(raw), "\n") {
-			fmt.Sscanf(line, "VmHWM: %d kB", &u.PeakKB)
-		}
-	}
-	return u
-}
+func processUsage(p *process) usage { return pidUsage(p.cmd.Process.Pid) }

@@ -135,21 +135,6 @@ func (b *backend) stopQuerying(t *testing.T, rawURL string) time.Duration {
 	return b.stop(t)
 }
 
-// peakRSS is a running process's peak resident memory (VmHWM), in bytes.
-func peakRSS(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
-}
-
 func tail(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -669,9 +654,7 @@ func TestStackWalk(t *testing.T) {
 	for name, pid := range map[string]int{"jaeger": jaeger.cmd.Process.Pid, "loki": loki.cmd.Process.Pid,
 		"prometheus": prom.cmd.Process.Pid, "otel-collector": col.cmd.Process.Pid, "gateway": gateway.cmd.Process.Pid,
 		"orders": orders.cmd.Process.Pid, "fulfillment": fulfillment.cmd.Process.Pid} {
-		if rss, err := peakRSS(pid); err == nil {
-			peaks[name] = rss
-		}
+		peaks[name] = int64(pidUsage(pid).PeakKB) << 10
 	}
 	writePeaks(t, k6Scenario, peaks)
 
