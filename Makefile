@@ -56,6 +56,7 @@ up-compose:
 	@echo "  gateway      http://localhost:8080   (make order places an order)"
 	@echo "  RabbitMQ     http://localhost:15672  (guest / guest)"
 	@echo "  Prometheus   http://localhost:9090"
+	@echo "  Pyroscope    http://localhost:4040   (the services' profiles; also in Grafana)"
 	@if [ "$(PROFILE)" = jaeger ]; then echo "  Jaeger       http://localhost:16686"; fi
 	@if [ "$(SECURE)" = 1 ]; then echo "  secure: telemetry over TLS with client certificates and per-service credentials ($(CERTS_DIR))"; fi
 
@@ -178,10 +179,11 @@ bench-micro: test-services ## micro-benchmarks of the hot telemetry paths and of
 	go test -run '^$$' -bench . -benchmem -count 6 ./pkg/telemetry ./pkg/telemetry/instrumented ./pkg/scenario | tee bin/bench-micro.txt
 
 .PHONY: fuzz
-fuzz: ## fuzz the request decoder, the baggage filter and the AMQP carrier (FUZZTIME=15s, or a count such as 20000x)
+fuzz: ## fuzz the request decoder, the baggage filter, the AMQP carrier and the SQL summariser of span names (FUZZTIME=15s, or a count such as 20000x)
 	go test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./pkg/httpx
 	go test -run '^$$' -fuzz '^FuzzFilterBaggage$$' -fuzztime $(FUZZTIME) ./pkg/telemetry
 	go test -run '^$$' -fuzz '^FuzzExtractAMQP$$' -fuzztime $(FUZZTIME) ./pkg/telemetry
+	go test -run '^$$' -fuzz '^FuzzQuerySummary$$' -fuzztime $(FUZZTIME) ./pkg/telemetry/instrumented
 
 FUZZTIME ?= 15s
 

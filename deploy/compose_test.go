@@ -145,9 +145,11 @@ func TestComposeServiceConfiguration(t *testing.T) {
 	allowed["PRIORITY_TENANTS"] = true
 	allowed["SQL_COMMENTS"] = true
 	allowed["SQL_TRANSACTION_SPANS"] = true
+	allowed["PYROSCOPE_SERVER_ADDRESS"] = true // where profiles go (docs/design.md, "Telemetry")
 	wantPorts := map[string][]uint32{
 		"gateway": {8080}, "orders": {8081}, "fulfillment": {8082}, "otel-collector": {4317, 4318}, "grafana": {3000},
 		"tempo": {3200}, "loki": {3100}, "prometheus": {9090}, "rabbitmq": {5672, 15672, 15692}, "postgres": {5432}, "redis": {6379},
+		"pyroscope": {4040},
 	}
 	for name, want := range wantPorts {
 		s, ok := p.Services[name]
@@ -183,6 +185,37 @@ func TestComposeServiceConfiguration(t *testing.T) {
 	for name, s := range p.Services {
 		if v, ok := s.Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]; ok && (v == nil || !strings.HasPrefix(*v, "http://otel-collector:")) {
 			t.Errorf("%s: OTEL_EXPORTER_OTLP_ENDPOINT = %v, want the collector", name, v)
+		}
+	}
+}
+
+// The services push their profiles to the stack's Pyroscope, which is
+// checked like the other backends: its image's version, its probe, a
+// GOMEMLIMIT below its limit (it cannot be measured here), its data kept.
+func TestComposePyroscope(t *testing.T) {
+	p := loadCompose(t)
+	pyro, ok := p.Services["pyroscope"]
+	if !ok {
+		t.Fatal("no pyroscope service")
+	}
+	if pyro.Build == nil || pyro.Build.Args["BASE_IMAGE"] == nil || *pyro.Build.Args["BASE_IMAGE"] != "grafana/pyroscope:2.2.1" {
+		t.Errorf("pyroscope is built on %v, want grafana/pyroscope:2.2.1 (deploy/VERSIONS.md)", pyro.Build)
+	}
+	if !slices.Equal(pyro.HealthCheck.Test, []string{"CMD", "/usr/local/bin/healthcheck", "http://127.0.0.1:4040/ready"}) {
+		t.Errorf("pyroscope's healthcheck %v, want the probe on :4040/ready", pyro.HealthCheck.Test)
+	}
+	limit := float64(pyro.Deploy.Resources.Limits.MemoryBytes) / (1 << 20)
+	if v := pyro.Environment["GOMEMLIMIT"]; v == nil || !strings.HasSuffix(*v, "MiB") {
+		t.Errorf("pyroscope: GOMEMLIMIT %v, want MiB below its limit of %.0f MiB", v, limit)
+	} else if mib, err := strconv.ParseFloat(strings.TrimSuffix(*v, "MiB"), 64); err != nil || mib >= limit {
+		t.Errorf("pyroscope: GOMEMLIMIT %s, want below its limit of %.0f MiB", *v, limit)
+	}
+	if !slices.ContainsFunc(pyro.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Source == "pyroscope-data" && v.Target == "/data" }) {
+		t.Error("pyroscope keeps its data in no volume at /data, where its image writes it")
+	}
+	for _, name := range []string{"gateway", "orders", "fulfillment"} {
+		if v := p.Services[name].Environment["PYROSCOPE_SERVER_ADDRESS"]; v == nil || *v != "http://pyroscope:4040" {
+			t.Errorf("%s pushes its profiles to %v, want http://pyroscope:4040", name, v)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -143,6 +146,44 @@ func TestGrafanaDerivedFields(t *testing.T) {
 	}
 }
 
+// From a span to its profile: Tempo's traces-to-profiles opens the span's
+// CPU samples in the Pyroscope data source, which reads the compose stack's
+// Pyroscope. The services label CPU samples with the pyroscope.profile.id of
+// the request's first span in each service (e2e/profiles_test.go), so the
+// link is the span profile (no custom query), on the CPU profile type.
+func TestGrafanaTracesToProfiles(t *testing.T) {
+	byUID := map[string]datasource{}
+	for _, ds := range readDatasources(t) {
+		byUID[ds.UID] = ds
+	}
+	pyro, ok := byUID["pyroscope"]
+	if !ok || pyro.Type != "grafana-pyroscope-datasource" {
+		t.Fatalf("datasource pyroscope = %+v, want a grafana-pyroscope-datasource", pyro)
+	}
+	if _, ok := loadCompose(t).Services["pyroscope"]; !ok || pyro.URL != "http://pyroscope:4040" {
+		t.Errorf("the Pyroscope datasource reads %s (compose service there: %v), want http://pyroscope:4040", pyro.URL, ok)
+	}
+	link, _ := byUID["tempo"].JSONData["tracesToProfiles"].(map[string]any)
+	if link == nil {
+		t.Fatal("the Tempo datasource has no tracesToProfiles")
+	}
+	if link["datasourceUid"] != "pyroscope" {
+		t.Errorf("traces-to-profiles opens datasource %v, want pyroscope", link["datasourceUid"])
+	}
+	// pyroscope-go pushes Go's CPU profile, which Pyroscope names so; the
+	// span_id labels are on its samples only.
+	if want := "process_cpu:cpu:nanoseconds:cpu:nanoseconds"; link["profileTypeId"] != want {
+		t.Errorf("traces-to-profiles profile type %v, want %s", link["profileTypeId"], want)
+	}
+	if link["customQuery"] == true {
+		t.Error("traces-to-profiles runs a custom query; the span's own profile (pyroscope.profile.id) is the link")
+	}
+	tags, _ := link["tags"].([]any)
+	if len(tags) != 1 || fmt.Sprint(tags[0]) != "map[key:service.name value:service_name]" {
+		t.Errorf("traces-to-profiles tags %v, want service.name as Pyroscope's service_name", tags)
+	}
+}
+
 func TestGrafanaDashboards(t *testing.T) {
 	sources := map[string]bool{}
 	for _, ds := range readDatasources(t) {
@@ -228,5 +269,147 @@ func TestPipelineDashboardShowsAlerts(t *testing.T) {
 	}
 	if len(defined) == 0 {
 		t.Error("telemetry.yml defines no alert")
+	}
+}
+
+// tracesDrilldown is Grafana's Traces Drilldown app (menu: Drilldown -> Traces).
+const tracesDrilldown = "grafana-exploretraces-app"
+
+var exactVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+
+// pluginVersion is the version deploy/VERSIONS.md records for a Grafana
+// plugin, in its table of Grafana plugins.
+func pluginVersion(t *testing.T, id string) string {
+	t.Helper()
+	raw, err := os.ReadFile("VERSIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(id) + "`[^|]*\\| `([^`]*)` \\|").FindStringSubmatch(string(raw))
+	if row == nil {
+		t.Fatalf("VERSIONS.md has no row for the plugin %s", id)
+	}
+	if !exactVersion.MatchString(row[1]) {
+		t.Fatalf("VERSIONS.md records %s at %q, want an exact version x.y.z", id, row[1])
+	}
+	return row[1]
+}
+
+// Grafana 13 would install the newest Traces Drilldown at every start: the
+// stack installs the version VERSIONS.md records, from grafana.com's
+// catalog, before Grafana serves, and nothing updates it. The secure profile
+// keeps the same settings.
+func TestGrafanaTracesDrilldownPinned(t *testing.T) {
+	want := pluginVersion(t, tracesDrilldown)
+	for name, p := range map[string]*types.Project{
+		"docker-compose.yml":        loadCompose(t),
+		"docker-compose.secure.yml": loadSecureCompose(t, ""),
+	} {
+		env := p.Services["grafana"].Environment
+		value := func(key string) string {
+			if v := env[key]; v != nil {
+				return *v
+			}
+			return ""
+		}
+		// Grafana's form: id, id@version or id@version@url.
+		var pins []string
+		for _, entry := range strings.Split(value("GF_PLUGINS_PREINSTALL_SYNC"), ",") {
+			if id, version, _ := strings.Cut(strings.TrimSpace(entry), "@"); id == tracesDrilldown {
+				pins = append(pins, version)
+			}
+		}
+		if len(pins) != 1 || pins[0] != want {
+			t.Errorf("%s: GF_PLUGINS_PREINSTALL_SYNC installs %s at %q, want exactly %s@%s, the version of VERSIONS.md",
+				name, tracesDrilldown, pins, tracesDrilldown, want)
+		}
+		for _, other := range []string{"GF_PLUGINS_PREINSTALL", "GF_INSTALL_PLUGINS", "GF_PLUGINS_DISABLE_PLUGINS"} {
+			if strings.Contains(value(other), tracesDrilldown) {
+				t.Errorf("%s: %s names %s too", name, other, tracesDrilldown)
+			}
+		}
+		if v := value("GF_PLUGINS_PREINSTALL_AUTO_UPDATE"); v != "false" {
+			t.Errorf("%s: GF_PLUGINS_PREINSTALL_AUTO_UPDATE = %q, want false: Grafana would update the preinstalled plugins", name, v)
+		}
+		if v := value("GF_PLUGINS_PREINSTALL_DISABLED"); v == "true" {
+			t.Errorf("%s: GF_PLUGINS_PREINSTALL_DISABLED = true: Grafana would ignore the pin", name)
+		}
+	}
+}
+
+// docker-compose.offline.yml, for a room without network: Grafana installs
+// nothing and loads the app from the folder the instructor guide fills, and
+// the guide and the README name the version VERSIONS.md records.
+func TestGrafanaOffline(t *testing.T) {
+	want := pluginVersion(t, tracesDrilldown)
+	raw, err := os.ReadFile("docker-compose.offline.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var override struct {
+		Services map[string]any `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &override); err != nil {
+		t.Fatalf("docker-compose.offline.yml: %v", err)
+	}
+	if _, ok := override.Services["grafana"]; !ok || len(override.Services) != 1 {
+		t.Errorf("docker-compose.offline.yml changes %d services, want Grafana only", len(override.Services))
+	}
+
+	opts, err := cli.NewProjectOptions([]string{"docker-compose.yml", "docker-compose.offline.yml"},
+		cli.WithWorkingDirectory("."), cli.WithInterpolation(true), cli.WithResolvedPaths(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("load docker-compose.yml with docker-compose.offline.yml: %v", err)
+	}
+	grafana := p.Services["grafana"]
+	if v := grafana.Environment["GF_PLUGINS_PREINSTALL_DISABLED"]; v == nil || *v != "true" {
+		t.Error("offline, Grafana still installs plugins from grafana.com: want GF_PLUGINS_PREINSTALL_DISABLED=true")
+	}
+	folder, _ := filepath.Abs(filepath.Join("grafana/plugins", tracesDrilldown))
+	mounted := false
+	for _, v := range grafana.Volumes {
+		if v.Target != "/var/lib/grafana/plugins/"+tracesDrilldown {
+			continue
+		}
+		mounted = true
+		// Without the folder, compose must stop rather than mount an empty one.
+		if v.Type != types.VolumeTypeBind || v.Source != folder || !v.ReadOnly || v.Bind == nil || bool(v.Bind.CreateHostPath) {
+			t.Errorf("the app is mounted as %+v, want grafana/plugins/%s read-only, never created by compose", v, tracesDrilldown)
+		}
+	}
+	if !mounted {
+		t.Errorf("offline, nothing is mounted at /var/lib/grafana/plugins/%s", tracesDrilldown)
+	}
+	if _, err := os.Stat("grafana/plugins/.gitignore"); err != nil {
+		t.Errorf("grafana/plugins holds downloads, which its .gitignore keeps out of commits: %v", err)
+	}
+
+	// Every version of the app the guide and the README name is the pinned one.
+	guide, err := os.ReadFile("../docs/workshop/instructor-guide.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	download := fmt.Sprintf("https://grafana.com/api/plugins/%s/versions/%s/download", tracesDrilldown, want)
+	if !strings.Contains(string(guide), download) {
+		t.Errorf("the instructor guide does not download %s", download)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile(tracesDrilldown + `(?:-|/versions/)([0-9.]+[0-9])|"version": "([0-9.]+)"|Drilldown app \(([0-9.]+)\)`)
+	seen := 0
+	for _, m := range named.FindAllStringSubmatch(string(guide)+string(readme), -1) {
+		seen++
+		if v := m[1] + m[2] + m[3]; v != want {
+			t.Errorf("the instructor guide or the README names version %s of the app (%q), want %s", v, m[0], want)
+		}
+	}
+	if seen < 4 {
+		t.Errorf("the guide and the README name the app's version %d times, want the download, the unzip, the check and the README", seen)
 	}
 }

@@ -206,6 +206,11 @@ func TestComposeSecure(t *testing.T) {
 				t.Errorf("%s: %s is not one of the standard TLS and compression variables", name, k)
 			}
 		}
+		// Profiles would travel in plain http (Pyroscope has no TLS here):
+		// the secure profile sends none.
+		if got := env("PYROSCOPE_SERVER_ADDRESS"); got != "" {
+			t.Errorf("%s pushes profiles to %q in the secure profile, want none", name, got)
+		}
 		// The production profile compresses (docs/production-checklist.md, item 9).
 		if got := env("OTEL_EXPORTER_OTLP_COMPRESSION"); got != "gzip" {
 			t.Errorf("%s: OTEL_EXPORTER_OTLP_COMPRESSION=%q, want gzip", name, got)
@@ -508,8 +513,8 @@ func TestComposeSecureCopies(t *testing.T) {
 	sources, _ := readYAML(t, "grafana/secure/datasources.yaml")["datasources"].([]any)
 	for _, d := range sources {
 		ds := d.(map[string]any)
-		if ds["uid"] == "jaeger" {
-			continue // Jaeger's query API stays plain http, as its UI
+		if ds["uid"] == "jaeger" || ds["uid"] == "pyroscope" {
+			continue // Jaeger's query API stays plain http, as its UI; Pyroscope gets no profiles here
 		}
 		if !strings.HasPrefix(fmt.Sprint(ds["url"]), "https://") || lookup(ds, "jsonData.tlsAuthWithCACert") != true ||
 			!strings.HasPrefix(fmt.Sprint(lookup(ds, "secureJsonData.tlsCACert")), "$__file{/etc/grafana/certs/") {

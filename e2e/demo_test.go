@@ -388,10 +388,10 @@ func traceInBrowser(t *testing.T, target string, began time.Time) {
 	producer, consumer := -1, -1
 	for i, r := range rows {
 		seen[r.Service] = true
-		if r.Kind == "PRODUCER" && r.Service == "orders" && strings.Contains(r.Text, "publish orders") {
+		if r.Kind == "PRODUCER" && r.Service == "orders" && strings.Contains(r.Text, "create orders:order.created") {
 			producer = i
 		}
-		if r.Kind == "CONSUMER" && r.Service == "fulfillment" && strings.Contains(r.Text, "process fulfillment.order-created") {
+		if r.Kind == "CONSUMER" && r.Service == "fulfillment" && strings.Contains(r.Text, "process orders:order.created:fulfillment.order-created") {
 			consumer = i
 		}
 	}
@@ -402,7 +402,7 @@ func traceInBrowser(t *testing.T, target string, began time.Time) {
 	if apiSpans < 15 {
 		t.Errorf("the trace has %d spans, want the golden trace's (at least 15)", apiSpans)
 	}
-	if !strings.Contains(hop, "PRODUCER → CONSUMER: message from orders (publish orders)") {
+	if !strings.Contains(hop, "PRODUCER → CONSUMER: message from orders (create orders:order.created)") {
 		t.Errorf("the CONSUMER row says %q, want the hop from orders' PRODUCER span", hop)
 	}
 	// The CONSUMER row hangs under the PRODUCER row: below it, indented further.

@@ -13,26 +13,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-type problem struct {
-	Type    string `json:"type"`
-	Title   string `json:"title"`
-	Status  int    `json:"status"`
-	Errors  []struct{ Field, Reason string }
-	TraceID string `json:"trace_id"`
-}
-
-func decodeProblem(t *testing.T, h http.Header, body []byte) problem {
-	t.Helper()
-	if ct := h.Get("Content-Type"); ct != "application/problem+json" {
-		t.Errorf("Content-Type = %q, want application/problem+json; body %s", ct, body)
-	}
-	var p problem
-	if err := json.Unmarshal(body, &p); err != nil {
-		t.Fatalf("problem body %s: %v", body, err)
-	}
-	return p
-}
-
 // wantNothingStored checks that no order row exists and no message was published.
 func (s *stack) wantNothingStored(t *testing.T) {
 	t.Helper()
@@ -40,7 +20,7 @@ func (s *stack) wantNothingStored(t *testing.T) {
 		t.Errorf("%d orders stored, want 0", n)
 	}
 	for _, sp := range s.otlp.Spans() {
-		if sp.Name == "publish orders" || sp.Service == "fulfillment" && sp.Kind == consumer {
+		if sp.Name == "create orders:order.created" || sp.Service == "fulfillment" && sp.Kind == consumer {
 			t.Errorf("a message was published or consumed: %s %q", sp.Service, sp.Name)
 		}
 	}
@@ -87,15 +67,6 @@ func TestPaymentDeclined(t *testing.T) {
 	}
 	s.stop(t) // every span they made has arrived: none may be a publish
 	s.wantNothingStored(t)
-}
-
-func hasException(sp span, text string) bool {
-	for _, e := range sp.Events {
-		if e.Name == "exception" && strings.Contains(e.Attrs["exception.message"], text) {
-			return true
-		}
-	}
-	return false
 }
 
 func TestRejectedRequests(t *testing.T) {
@@ -276,9 +247,9 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 		t.Errorf("dead letter = id %q headers %v; want poison-1 with 3 attempts, the reason and the original traceparent", dead.MessageId, dead.Headers)
 	}
 
-	spans := waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process fulfillment.order-created"})
+	spans := waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"})
 	t.Logf("poison message trace:\n%s", tree(spans))
-	consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+	consume := find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
 	if consume.ParentID != poisonParent || len(consume.Links) != 1 || consume.Links[0] != poisonParent {
 		t.Errorf("CONSUMER parent %s links %v; want the producer's span %s as both", consume.ParentID, consume.Links, poisonParent)
 	}
@@ -342,8 +313,8 @@ func TestSIGTERMFlushesTelemetry(t *testing.T) {
 	}
 	spans := s.otlp.Trace(traceID)
 	find(t, spans, "gateway", server, "POST /api/orders")
-	find(t, spans, "orders", producer, "publish orders")
-	find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+	find(t, spans, "orders", producer, "create orders:order.created")
+	find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
 	logged := map[string]bool{}
 	for _, l := range s.otlp.Logs() {
 		if l.TraceID == traceID {

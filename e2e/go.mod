@@ -3,13 +3,16 @@ module github.com/ordertrace/ordertrace/e2e
 go 1.26.0
 
 replace (
+	github.com/ordertrace/ordertrace/pkg/catalogcache => ../pkg/catalogcache
 	github.com/ordertrace/ordertrace/pkg/orderevents => ../pkg/orderevents
 	github.com/ordertrace/ordertrace/pkg/scenario => ../pkg/scenario
 )
 
 require (
 	github.com/chromedp/chromedp v0.23.1
+	github.com/google/pprof v0.0.0-20260402051712-545e8a4df936
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/ordertrace/ordertrace/pkg/catalogcache v0.0.0
 	github.com/ordertrace/ordertrace/pkg/orderevents v0.0.0
 	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/redis/go-redis/v9 v9.23.0

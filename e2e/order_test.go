@@ -9,83 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ordertrace/ordertrace/pkg/orderevents"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"github.com/ordertrace/ordertrace/pkg/catalogcache"
 )
-
-const (
-	server      = tracepb.Span_SPAN_KIND_SERVER
-	client      = tracepb.Span_SPAN_KIND_CLIENT
-	internal    = tracepb.Span_SPAN_KIND_INTERNAL
-	producer    = tracepb.Span_SPAN_KIND_PRODUCER
-	consumer    = tracepb.Span_SPAN_KIND_CONSUMER
-	statusError = tracepb.Status_STATUS_CODE_ERROR
-)
-
-// Values planted where they must never leak into telemetry: a quantity that
-// travels as an SQL parameter, a stock level that lives only as a Redis
-// value, and a card number sent (and refused) in a request body.
-const (
-	plantedQuantity   = 7331
-	plantedRedisValue = "9907331"
-	plantedCard       = "4242424242424242"
-)
-
-type placed struct {
-	OrderID    string `json:"order_id"`
-	Status     string `json:"status"`
-	TotalCents int64  `json:"total_cents"`
-	TraceID    string `json:"trace_id"`
-}
-
-// find returns the one span of spans matching service, kind and name.
-func find(t *testing.T, spans []span, service string, kind tracepb.Span_SpanKind, name string) span {
-	t.Helper()
-	var found []span
-	for _, s := range spans {
-		if s.Service == service && s.Kind == kind && s.Name == name {
-			found = append(found, s)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("found %d %s %s spans named %q, want 1; trace:\n%s", len(found), service, kind, name, tree(spans))
-	}
-	return found[0]
-}
-
-// spanKey names one span of a trace, as find looks it up.
-type spanKey struct {
-	service string
-	kind    tracepb.Span_SpanKind
-	name    string
-}
-
-func (k spanKey) String() string { return k.service + " " + k.kind.String() + " " + k.name }
-
-// waitTrace waits until the trace holds every span of want, and returns the
-// trace. Wait for what ends last in each service (its SERVER or CONSUMER
-// span): a service exports its spans in the order they ended, so their
-// children have arrived with them.
-func waitTrace(t *testing.T, r *receiver, traceID string, want ...spanKey) []span {
-	t.Helper()
-	var (
-		spans   []span
-		missing []spanKey
-	)
-	err := poll(patience, func() (bool, error) {
-		spans, missing = r.Trace(traceID), nil
-		for _, k := range want {
-			if !slices.ContainsFunc(spans, func(s span) bool { return s.Service == k.service && s.Kind == k.kind && s.Name == k.name }) {
-				missing = append(missing, k)
-			}
-		}
-		return len(missing) == 0, nil
-	})
-	if err != nil {
-		t.Fatalf("trace %s: after %s, still no %v; it holds:\n%s", traceID, patience, missing, tree(spans))
-	}
-	return spans
-}
 
 func childrenOf(spans []span, parent span) []span {
 	var out []span
@@ -104,64 +29,16 @@ func wantParent(t *testing.T, child, parent span) {
 	}
 }
 
-func wantAttrs(t *testing.T, s span, want map[string]string) {
-	t.Helper()
-	for k, v := range want {
-		got, ok := s.Attrs[k]
-		switch {
-		case !ok:
-			t.Errorf("%s %q: attribute %s missing", s.Service, s.Name, k)
-		case v != "*" && got != v:
-			t.Errorf("%s %q: %s = %q, want %q", s.Service, s.Name, k, got, v)
-		}
-	}
-}
-
 // wantClientChild checks that parent has a CLIENT child whose attribute
-// db.system.name (Postgres, otelpgx) or db.system (Redis, redisotel) is system.
+// db.system.name is system ("postgresql", "redis").
 func wantClientChild(t *testing.T, spans []span, parent span, system string) {
 	t.Helper()
 	for _, c := range childrenOf(spans, parent) {
-		if c.Kind == client && (c.Attrs["db.system.name"] == system || c.Attrs["db.system"] == system) {
+		if c.Kind == client && c.Attrs["db.system.name"] == system {
 			return
 		}
 	}
 	t.Errorf("%q has no %s CLIENT child; trace:\n%s", parent.Name, system, tree(spans))
-}
-
-// placeOrder posts an order through the gateway and returns the status,
-// headers and decoded answer.
-func (s *stack) placeOrder(t *testing.T, body string, header map[string]string) (int, http.Header, placed) {
-	t.Helper()
-	status, h, b := s.call(t, http.MethodPost, "/api/orders", "application/json", []byte(body), header)
-	var p placed
-	if status == http.StatusCreated {
-		if err := json.Unmarshal(b, &p); err != nil {
-			t.Fatalf("decode %s: %v", b, err)
-		}
-	}
-	return status, h, p
-}
-
-// waitStatus polls GET /api/orders/{id} until the order is no longer
-// pending, and returns its status.
-func (s *stack) waitStatus(t *testing.T, orderID string) string {
-	t.Helper()
-	var order struct{ Status string }
-	waitUntil(t, patience, "order "+orderID+" to leave pending", func() (bool, error) {
-		status, _, b, err := s.tryCall(http.MethodGet, "/api/orders/"+orderID, "", nil, nil)
-		if err != nil {
-			return false, err
-		}
-		if status != http.StatusOK {
-			return false, fmt.Errorf("GET order: %d %s", status, b)
-		}
-		if err := json.Unmarshal(b, &order); err != nil {
-			return false, fmt.Errorf("GET order: %s: %w", b, err)
-		}
-		return order.Status != "pending", nil
-	})
-	return order.Status
 }
 
 func TestGoldenTrace(t *testing.T) {
@@ -170,7 +47,7 @@ func TestGoldenTrace(t *testing.T) {
 
 	// Plant a stock level in the cache: orders must read it from Redis (a hit)
 	// without it ever appearing in telemetry.
-	stockKey := orderevents.CacheKey(s.env.Database, "stock", "FILTER-PAPER-100")
+	stockKey := catalogcache.Key(s.env.Database, "stock", "FILTER-PAPER-100")
 	if err := s.env.Redis.Set(t.Context(), stockKey, plantedRedisValue, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -200,8 +77,8 @@ func TestGoldenTrace(t *testing.T) {
 		spanKey{"gateway", server, "POST /api/orders"}, spanKey{"gateway", client, "POST"},
 		spanKey{"orders", server, "POST /orders"}, spanKey{"orders", internal, "order.process"},
 		spanKey{"orders", internal, "order.validate_inventory"}, spanKey{"orders", internal, "order.calculate_pricing"},
-		spanKey{"orders", client, "order.charge_payment"}, spanKey{"orders", producer, "publish orders"},
-		spanKey{"fulfillment", consumer, "process fulfillment.order-created"},
+		spanKey{"orders", client, "order.charge_payment"}, spanKey{"orders", producer, "create orders:order.created"},
+		spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"},
 		spanKey{"fulfillment", internal, "fulfillment.reserve_stock"}, spanKey{"fulfillment", internal, "fulfillment.complete_order"})
 	t.Logf("the golden trace, as exported over OTLP:\n%s", tree(spans))
 
@@ -212,8 +89,8 @@ func TestGoldenTrace(t *testing.T) {
 	inventory := find(t, spans, "orders", internal, "order.validate_inventory")
 	pricing := find(t, spans, "orders", internal, "order.calculate_pricing")
 	payment := find(t, spans, "orders", client, "order.charge_payment")
-	publish := find(t, spans, "orders", producer, "publish orders")
-	consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+	publish := find(t, spans, "orders", producer, "create orders:order.created")
+	consume := find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
 	reserve := find(t, spans, "fulfillment", internal, "fulfillment.reserve_stock")
 	complete := find(t, spans, "fulfillment", internal, "fulfillment.complete_order")
 
@@ -244,7 +121,7 @@ func TestGoldenTrace(t *testing.T) {
 		"payment.provider": "simulated", "payment.amount_cents": fmt.Sprint(order.TotalCents), "payment.currency": "EUR",
 	})
 	wantAttrs(t, publish, map[string]string{
-		"messaging.system": "rabbitmq", "messaging.destination.name": "orders",
+		"messaging.system": "rabbitmq", "messaging.destination.name": "orders:order.created",
 		"messaging.rabbitmq.destination.routing_key": "order.created", "messaging.message.id": "*",
 		"messaging.operation.type": "create", // stored in the outbox with the order; the relay sends it
 	})
@@ -253,28 +130,54 @@ func TestGoldenTrace(t *testing.T) {
 	// The relay's send is a trace of its own, linked to the message's creation.
 	waitFor(t, patience, "the relay's send span", func() bool {
 		for _, sp := range s.otlp.Spans() {
-			if sp.Name == "send orders" && slices.Contains(sp.Links, publish.SpanID) {
+			if sp.Name == "publish orders:order.created" && slices.Contains(sp.Links, publish.SpanID) {
 				return true
 			}
 		}
 		return false
 	})
 	for _, sp := range s.otlp.Spans() {
-		if sp.Name == "send orders" && slices.Contains(sp.Links, publish.SpanID) {
+		if sp.Name == "publish orders:order.created" && slices.Contains(sp.Links, publish.SpanID) {
 			if sp.Kind != producer || sp.ParentID != "" || sp.Attrs["messaging.message.id"] != publish.Attrs["messaging.message.id"] ||
-				sp.Attrs["messaging.operation.type"] != "send" {
+				sp.Attrs["messaging.operation.type"] != "send" || sp.Attrs["messaging.destination.name"] != "orders:order.created" {
 				t.Errorf("relay span %+v, want a root PRODUCER send of the same message", sp)
 			}
 		}
 	}
 	wantAttrs(t, consume, map[string]string{
 		"messaging.system": "rabbitmq", "messaging.operation.type": "process",
-		"messaging.message.id": publish.Attrs["messaging.message.id"],
-		"tenant.id":            "acme", // from the baggage header of the message
-		"request.id":           "golden-req-1",
-		"order.id":             order.OrderID,
-		"fulfillment.outcome":  "fulfilled",
+		"messaging.destination.name":                 "orders:order.created:fulfillment.order-created",
+		"messaging.destination.subscription.name":    "fulfillment.order-created",
+		"messaging.rabbitmq.destination.routing_key": "order.created",
+		"messaging.message.id":                       publish.Attrs["messaging.message.id"],
+		"tenant.id":                                  "acme", // from the baggage header of the message
+		"request.id":                                 "golden-req-1",
+		"order.id":                                   order.OrderID,
+		"fulfillment.outcome":                        "fulfilled",
 	})
+	// The message is acknowledged in a settle span of its own, after the work.
+	ack := find(t, spans, "fulfillment", client, "ack orders:order.created:fulfillment.order-created")
+	wantParent(t, ack, consume)
+	wantAttrs(t, ack, map[string]string{
+		"messaging.operation.type": "settle", "messaging.operation.name": "ack",
+		"messaging.message.id": publish.Attrs["messaging.message.id"],
+	})
+	if ack.Start < complete.End {
+		t.Errorf("the ack began before fulfillment.complete_order ended: acknowledged before the work was done")
+	}
+	// Database spans are named by their query summary, in the conventions.
+	for _, sp := range spans {
+		if sp.Kind == client && sp.Attrs["db.system.name"] == "postgresql" && sp.Attrs["db.query.summary"] != "" &&
+			sp.Name != sp.Attrs["db.query.summary"] && sp.Name != "PREPARE "+sp.Attrs["db.query.summary"] {
+			t.Errorf("postgres span %q has db.query.summary %q: want the summary as its name", sp.Name, sp.Attrs["db.query.summary"])
+		}
+	}
+	find(t, spans, "orders", client, "INSERT orders")
+	find(t, spans, "orders", client, "COPY order_items")
+	if len(named(spans, "orders", "MGET")) == 0 {
+		t.Errorf("no MGET span: Redis commands are named by their command, in the conventions")
+	}
+
 	// One SKU was a planted cache hit, the other a miss read from Postgres.
 	wantAttrs(t, inventory, map[string]string{"cache.hits": "1", "cache.misses": "1"})
 	wantClientChild(t, spans, inventory, "redis")
@@ -335,7 +238,7 @@ func TestGoldenTrace(t *testing.T) {
 				t.Errorf("%s %q carries a planted value: %s", sp.Service, sp.Name, kv)
 			}
 		}
-		if sp.Attrs["db.system"] == "redis" && (sp.Attrs["db.statement"] != "" || sp.Attrs["db.query.text"] != "") {
+		if sp.Attrs["db.system.name"] == "redis" && sp.Attrs["db.query.text"] != "" {
 			t.Errorf("redis span %q records its statement", sp.Name)
 		}
 	}
@@ -360,18 +263,4 @@ func TestGoldenTrace(t *testing.T) {
 			t.Errorf("%s wrote no log line about order %s", p.name, order.OrderID)
 		}
 	}
-}
-
-// allValues lists every attribute and event attribute value of s.
-func allValues(s span) []string {
-	var out []string
-	for k, v := range s.Attrs {
-		out = append(out, k+"="+v)
-	}
-	for _, e := range s.Events {
-		for k, v := range e.Attrs {
-			out = append(out, e.Name+"."+k+"="+v)
-		}
-	}
-	return out
 }

@@ -64,8 +64,8 @@ func TestConcurrentOrders(t *testing.T) {
 	})
 	for id, traceID := range orders {
 		spans := s.otlp.Trace(traceID)
-		publish := find(t, spans, "orders", producer, "publish orders")
-		consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+		publish := find(t, spans, "orders", producer, "create orders:order.created")
+		consume := find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
 		wantParent(t, consume, publish)
 		if consume.Attrs["order.id"] != id || publish.Status == statusError {
 			t.Errorf("trace %s: consumer order.id %q (want %s), publish status %v", traceID, consume.Attrs["order.id"], id, publish.Status)
@@ -105,7 +105,7 @@ func TestRelayRecoversFromUnroutableMessages(t *testing.T) {
 	waitFor(t, patience, "the failed and the successful send spans", func() bool {
 		failed, delivered = false, false
 		for _, sp := range s.otlp.Spans() {
-			if sp.Name != "send orders" {
+			if sp.Name != "publish orders:order.created" {
 				continue
 			}
 			failed = failed || (sp.Status == statusError && hasException(sp, "not routed") && sp.Attrs["outbox.attempts"] == "1")

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +61,10 @@ type logRecord struct {
 // receiver is a minimal OTLP/HTTP endpoint that keeps what it is sent.
 type receiver struct {
 	URL string
+
+	// idsInSpanNames exempts this receiver's span names from the
+	// conventions gate: set where IDs in names are the lesson.
+	idsInSpanNames atomic.Bool
 
 	mu      sync.Mutex
 	spans   []span
@@ -170,7 +175,9 @@ func (r *receiver) addSpans(msg *coltrace.ExportTraceServiceRequest) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rs := range msg.ResourceSpans {
-		service := attrs(rs.Resource.GetAttributes())["service.name"]
+		resource := attrs(rs.Resource.GetAttributes())
+		service := resource["service.name"]
+		noteKeys(service, "resource", resource)
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
 				sp := span{
@@ -182,7 +189,10 @@ func (r *receiver) addSpans(msg *coltrace.ExportTraceServiceRequest) {
 				}
 				for _, e := range s.Events {
 					sp.Events = append(sp.Events, event{Name: e.Name, Attrs: attrs(e.Attributes)})
+					noteKeys(service, fmt.Sprintf("%q event of %s span %q", e.Name, sp.Kind, sp.Name), sp.Events[len(sp.Events)-1].Attrs)
 				}
+				noteKeys(service, fmt.Sprintf("%s span %q", sp.Kind, sp.Name), sp.Attrs)
+				noteSpanName(r, service, sp.Name)
 				for _, l := range s.Links {
 					sp.Links = append(sp.Links, hex.EncodeToString(l.SpanId))
 				}
@@ -205,7 +215,11 @@ func (r *receiver) addMetrics(msg *colmetrics.ExportMetricsServiceRequest) {
 				}
 				r.shapes[m.Name] = shapeOf(m)
 				add := func(a []*commonpb.KeyValue, v float64) {
-					r.points = append(r.points, point{Metric: m.Name, Service: res["service.name"], Instance: res["service.instance.id"], Attrs: attrs(a), Value: v})
+					p := point{Metric: m.Name, Service: res["service.name"], Instance: res["service.instance.id"], Attrs: attrs(a), Value: v}
+					r.points = append(r.points, p)
+					if !collectorMade(sm.Scope.GetName()) {
+						noteKeys(p.Service, "metric "+m.Name, p.Attrs)
+					}
 				}
 				for _, dp := range m.GetSum().GetDataPoints() {
 					add(dp.Attributes, dp.GetAsDouble()+float64(dp.GetAsInt()))
@@ -219,6 +233,12 @@ func (r *receiver) addMetrics(msg *colmetrics.ExportMetricsServiceRequest) {
 			}
 		}
 	}
+}
+
+// collectorMade reports whether a metric's scope is one of the collector's
+// (span metrics, service graph): the collector's dimensions, not the suite's.
+func collectorMade(scope string) bool {
+	return strings.Contains(scope, "opentelemetry-collector") || strings.HasSuffix(scope, "connector")
 }
 
 func shapeOf(m *metricspb.Metric) metricShape {
@@ -274,6 +294,7 @@ func (r *receiver) addLogs(msg *collogs.ExportLogsServiceRequest) {
 					TraceID: hex.EncodeToString(l.TraceId), SpanID: hex.EncodeToString(l.SpanId),
 					Attrs: attrs(l.Attributes),
 				})
+				noteKeys(service, fmt.Sprintf("log %q", r.logs[len(r.logs)-1].Body), r.logs[len(r.logs)-1].Attrs)
 			}
 		}
 	}

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,8 +17,8 @@ var completeTrace = []spanKey{
 	{"gateway", server, "POST /api/orders"},
 	{"orders", server, "POST /orders"},
 	{"orders", internal, "order.process"},
-	{"orders", producer, "publish orders"},
-	{"fulfillment", consumer, "process fulfillment.order-created"},
+	{"orders", producer, "create orders:order.created"},
+	{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"},
 }
 
 // TestPrioritySampling: with head sampling at 1%, every order of a priority
@@ -211,10 +209,4 @@ func missing(spans []span) []spanKey {
 		}
 	}
 	return out
-}
-
-func randomHex(bytes int) string {
-	b := make([]byte, bytes)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

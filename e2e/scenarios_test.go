@@ -75,8 +75,6 @@ func (p *process) tryScenarios() (map[string]any, error) {
 	return loaded, nil
 }
 
-const scenarioOrder = `{"customer_id":"c","items":[{"sku":"COFFEE-BEANS-1KG","quantity":1},{"sku":"MUG-CERAMIC","quantity":2}]}`
-
 // orderTrace places an order and returns its status and the spans of its
 // trace, once the SERVER spans of the gateway and orders have arrived.
 func (s *stack) orderTrace(t *testing.T, header map[string]string) (int, placed, []span) {
@@ -86,16 +84,6 @@ func (s *stack) orderTrace(t *testing.T, header map[string]string) (int, placed,
 	// The SERVER spans end last in each service: their children have arrived with them.
 	spans := waitTrace(t, s.otlp, traceID, spanKey{"gateway", server, "POST /api/orders"}, spanKey{"orders", server, "POST /orders"})
 	return status, p, spans
-}
-
-func named(spans []span, service, name string) []span {
-	var out []span
-	for _, sp := range spans {
-		if sp.Service == service && sp.Name == name {
-			out = append(out, sp)
-		}
-	}
-	return out
 }
 
 // Payment failures: a share of order.charge_payment spans is ERROR, and the
@@ -114,6 +102,9 @@ func TestScenarioPaymentFailures(t *testing.T) {
 				failed++
 				if status != http.StatusPaymentRequired {
 					t.Errorf("a declined charge answered %d, want 402", status)
+				}
+				if got := charge[0].Attrs["error.type"]; got != "payment_declined" {
+					t.Errorf("a declined charge's error.type = %q, want payment_declined", got)
 				}
 			}
 			all++
@@ -173,7 +164,7 @@ func TestScenarioPricingNPlusOne(t *testing.T) {
 		pricing := find(t, spans, "orders", internal, "order.calculate_pricing")
 		n := 0
 		for _, c := range childrenOf(spans, pricing) {
-			if c.Attrs["db.system.name"] == "postgresql" && c.Name == "SELECT" {
+			if c.Attrs["db.system.name"] == "postgresql" && c.Name == "SELECT products" {
 				n++
 			}
 		}
@@ -182,12 +173,12 @@ func TestScenarioPricingNPlusOne(t *testing.T) {
 	switchTo(scenario.PricingNPlusOne, true)
 	products := s.env.queryInt(t, "SELECT count(*) FROM products")
 	if n := queries(); n != products+1 {
-		t.Errorf("scenario on: %d SELECT spans under order.calculate_pricing, want %d (the list, then each of %d products)", n, products+1, products)
+		t.Errorf("scenario on: %d SELECT products spans under order.calculate_pricing, want %d (the list, then each of %d products)", n, products+1, products)
 	}
 	switchTo(scenario.PricingNPlusOne, false)
 	queries() // the price cache may be cold
 	if n := queries(); n > 1 {
-		t.Errorf("scenario off: %d SELECT spans under order.calculate_pricing, want at most 1", n)
+		t.Errorf("scenario off: %d SELECT products spans under order.calculate_pricing, want at most 1", n)
 	}
 }
 
@@ -203,7 +194,7 @@ func TestScenarioCacheBypass(t *testing.T) {
 			hits += step.Attrs["cache.hits"]
 			for _, c := range childrenOf(spans, step) {
 				switch {
-				case c.Name == "mget":
+				case c.Name == "MGET":
 					redisSpans++
 				case c.Attrs["db.system.name"] == "postgresql":
 					selects++
@@ -315,9 +306,9 @@ func TestScenarioSlowFulfillment(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		spans := waitTrace(t, s.otlp, last, spanKey{"orders", producer, "publish orders"}, spanKey{"fulfillment", consumer, "process fulfillment.order-created"})
-		publish := find(t, spans, "orders", producer, "publish orders")
-		consume := find(t, spans, "fulfillment", consumer, "process fulfillment.order-created")
+		spans := waitTrace(t, s.otlp, last, spanKey{"orders", producer, "create orders:order.created"}, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"})
+		publish := find(t, spans, "orders", producer, "create orders:order.created")
+		consume := find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
 		return maxDepth, time.Duration(consume.Start - publish.End)
 	}
 	switchTo(scenario.SlowFulfillment, true)
@@ -394,8 +385,8 @@ func TestScenarioPoisonMessages(t *testing.T) {
 		if status := s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'pending'", orderID); status != 1 {
 			t.Errorf("order %s of a dead letter is not pending", orderID)
 		}
-		consume := find(t, waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process fulfillment.order-created"}),
-			"fulfillment", consumer, "process fulfillment.order-created")
+		consume := find(t, waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"}),
+			"fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
 		if consume.Status != statusError || consume.Attrs["fulfillment.dead_lettered"] != "true" {
 			t.Errorf("poisoned order's CONSUMER span: status %v attrs %v; want ERROR and dead_lettered", consume.Status, consume.Attrs)
 		}
@@ -428,13 +419,17 @@ func TestScenarioPaymentTimeouts(t *testing.T) {
 	}
 	slices.SortFunc(attempts, func(a, b span) int { return strings.Compare(a.Attrs["payment.attempt"], b.Attrs["payment.attempt"]) })
 	for i, a := range attempts {
-		if a.Attrs["payment.attempt"] != fmt.Sprint(i+1) || a.Status != statusError || a.Duration() < 290*time.Millisecond {
+		if a.Attrs["payment.attempt"] != fmt.Sprint(i+1) || a.Status != statusError || a.Attrs["error.type"] != "timeout" || a.Duration() < 290*time.Millisecond {
 			t.Errorf("attempt %d: attrs %v status %v took %v; want ERROR after the 300 ms timeout", i+1, a.Attrs, a.Status, a.Duration())
 		}
 	}
 	gateway := find(t, spans, "gateway", server, "POST /api/orders")
-	if gateway.Status != statusError || gateway.Duration() < 900*time.Millisecond {
-		t.Errorf("gateway SERVER span: status %v, took %v; want ERROR, as long as the three attempts", gateway.Status, gateway.Duration())
+	if gateway.Status != statusError || gateway.Attrs["error.type"] != "502" || gateway.Duration() < 900*time.Millisecond {
+		t.Errorf("gateway SERVER span: status %v, error.type %q, took %v; want ERROR, error.type 502, as long as the three attempts",
+			gateway.Status, gateway.Attrs["error.type"], gateway.Duration())
+	}
+	if process := find(t, spans, "orders", internal, "order.process"); process.Attrs["error.type"] != "timeout" {
+		t.Errorf("order.process error.type = %q, want timeout (every failed operation says its class)", process.Attrs["error.type"])
 	}
 	switchTo(scenario.PaymentTimeouts, false)
 	if status, _, spans := s.orderTrace(t, nil); status != http.StatusCreated || len(named(spans, "orders", "order.charge_payment")) != 1 {
@@ -451,6 +446,7 @@ func TestScenarioSpanNamePerOrder(t *testing.T) {
 	// repairing or not, and returns the span names the span metrics count.
 	seriesOf := func(repair string) (map[string]bool, *stack, *collector, func(string, bool)) {
 		col := startCollector(t, map[string]string{"REPAIR_SPAN_NAMES": repair})
+		col.backends.idsInSpanNames.Store(true) // the IDs are this lesson
 		s, switchTo := scenarioStack(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP})
 		switchTo(scenario.SpanNamePerOrder, true)
 		for range 3 {
@@ -529,7 +525,7 @@ func TestScenarioPropagationOff(t *testing.T) {
 	}
 	switchTo(scenario.PropagationOff, false)
 	traceID, c = consumerOf()
-	publish := find(t, waitTrace(t, s.otlp, traceID, spanKey{"orders", producer, "publish orders"}), "orders", producer, "publish orders")
+	publish := find(t, waitTrace(t, s.otlp, traceID, spanKey{"orders", producer, "create orders:order.created"}), "orders", producer, "create orders:order.created")
 	if c.TraceID != traceID || c.ParentID != publish.SpanID || c.Attrs["tenant.id"] != "acme" {
 		t.Errorf("scenario off: CONSUMER span in trace %s (order's %s), parent %q (PRODUCER %s), tenant %q; want the order's trace",
 			c.TraceID, traceID, c.ParentID, publish.SpanID, c.Attrs["tenant.id"])

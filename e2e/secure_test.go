@@ -114,7 +114,7 @@ func TestSecureTelemetry(t *testing.T) {
 				waitTrace(t, col.backends, traceIDs[0],
 					spanKey{"gateway", server, "POST /api/orders"},
 					spanKey{"orders", server, "POST /orders"},
-					spanKey{"fulfillment", consumer, "process fulfillment.order-created"})
+					spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"})
 				for _, service := range []string{"gateway", "orders", "fulfillment"} {
 					waitFor(t, patience, service+"'s log records at the backend", func() bool {
 						return slices.ContainsFunc(col.backends.Logs(), func(l logRecord) bool { return l.Service == service })

@@ -1,7 +1,7 @@
 // Package orderevents is the contract between the orders service and the
 // fulfillment service: the RabbitMQ topology, the message body, one function
-// that declares the topology so either side can start first, and the cache
-// keys they share.
+// that declares the topology so either side can start first, and the
+// confirming Publisher both publish with.
 package orderevents
 
 import (
@@ -78,15 +78,3 @@ func DeclareTopology(ch *amqp.Channel) error {
 	}
 	return nil
 }
-
-// CacheKey is the Redis key under which orders caches a value of kind
-// ("stock" or "price") for sku. Keys are namespaced by the PostgreSQL
-// database, so stacks (or test databases) that share a Redis never mix;
-// fulfillment writes the new stock level of what it ships.
-func CacheKey(database, kind, sku string) string {
-	return "ordertrace:" + database + ":" + kind + ":" + sku
-}
-
-// StockTTL bounds how long a cached stock level lives: short, because only
-// orders' advisory check reads it, and a lost write must not linger.
-const StockTTL = 5 * time.Second

@@ -72,16 +72,40 @@ func ExtractAMQP(ctx context.Context, prop propagation.TextMapPropagator, header
 	return ctx
 }
 
+// AMQPDestination is a RabbitMQ message's messaging.destination.name in the
+// messaging conventions: "{exchange}:{routing key}" where it is sent, and
+// "{exchange}:{routing key}:{queue}" where it is received (queue not "").
+// An empty exchange (the default one) is written as "amq.default".
+func AMQPDestination(exchange, routingKey, queue string) string {
+	if exchange == "" {
+		exchange = "amq.default"
+	}
+	d := exchange + ":" + routingKey
+	if queue != "" {
+		d += ":" + queue
+	}
+	return d
+}
+
+// AMQPSpanName is a messaging span's name in the conventions:
+// "{messaging.operation.name} {destination}". The destination is the
+// exchange, routing key and queue, never a message's own values, so the
+// names stay few.
+func AMQPSpanName(operationName, destination string) string {
+	return operationName + " " + destination
+}
+
 // AMQPMessageAttributes are what every span about one RabbitMQ message says,
 // in the messaging conventions: the operation (its type, such as
-// semconv.MessagingOperationTypeSend, and its name), where the message goes,
-// and which message it is. Callers add what is particular to their side.
-func AMQPMessageAttributes(operation attribute.KeyValue, operationName, exchange, routingKey, messageID string, bodySize int) []attribute.KeyValue {
+// semconv.MessagingOperationTypeSend, and its name), where the message goes
+// (destination, from AMQPDestination), and which message it is. Callers add
+// what is particular to their side.
+func AMQPMessageAttributes(operation attribute.KeyValue, operationName, destination, routingKey, messageID string, bodySize int) []attribute.KeyValue {
 	return []attribute.KeyValue{
 		semconv.MessagingSystemRabbitMQ,
 		operation,
 		semconv.MessagingOperationName(operationName),
-		semconv.MessagingDestinationName(exchange),
+		semconv.MessagingDestinationName(destination),
 		semconv.MessagingRabbitMQDestinationRoutingKey(routingKey),
 		semconv.MessagingMessageID(messageID),
 		semconv.MessagingMessageBodySize(bodySize),

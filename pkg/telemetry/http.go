@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -83,7 +84,16 @@ func (t *Telemetry) HTTPMiddleware(opts ...HTTPOption) func(http.Handler) http.H
 			if sc := span.SpanContext(); sc.IsValid() {
 				w.Header().Set("traceresponse", "00-"+sc.TraceID().String()+"-"+sc.SpanID().String()+"-"+sc.TraceFlags().String())
 			}
-			next.ServeHTTP(w, r)
+			sw := &statusWriter{ResponseWriter: w}
+			next.ServeHTTP(sw, r)
+			if sw.status >= 500 {
+				// The conventions' error.type of a failed request: its status.
+				errorType := semconv.ErrorTypeKey.String(strconv.Itoa(sw.status))
+				span.SetAttributes(errorType)
+				if l, ok := otelhttp.LabelerFromContext(r.Context()); ok {
+					l.Add(errorType)
+				}
+			}
 			// chi fills its route context while routing; read it afterwards.
 			if rc := chi.RouteContext(r.Context()); rc != nil {
 				if route := rc.RoutePattern(); route != "" {
@@ -155,3 +165,26 @@ func (t *Telemetry) HTTPTransport(base http.RoundTripper) http.RoundTripper {
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
 	)
 }
+
+// statusWriter notes the status a handler answered with. Unwrap lets
+// http.ResponseController reach the writer's other methods (Flush).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

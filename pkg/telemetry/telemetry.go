@@ -34,8 +34,9 @@ import (
 
 // Options names the service and says where its JSON log lines go. Everything
 // else (endpoint, protocol, sampler, batching, which signals are on) comes from
-// the standard OTEL_* environment variables, read by the SDK itself, and the
-// sampler's priority tenants from PRIORITY_TENANTS (sampler.go).
+// the standard OTEL_* environment variables, read by the SDK itself, the
+// sampler's priority tenants from PRIORITY_TENANTS (sampler.go), and where
+// profiles go from PYROSCOPE_SERVER_ADDRESS (profiles.go).
 type Options struct {
 	ServiceName    string // default for service.name; OTEL_SERVICE_NAME wins
 	ServiceVersion string
@@ -96,10 +97,31 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	if err != nil {
 		return nil, nil, err
 	}
+	profiles, err := profilingFromEnv()
+	if err != nil {
+		return nil, nil, err
+	}
 
 	res, err := newResource(ctx, opts)
 	if err != nil {
 		return nil, nil, err
+	}
+	out := opts.LogOutput
+	if out == nil {
+		out = os.Stdout
+	}
+	// The SDK's and the profiler's own failures go to stdout only (see
+	// SetErrorHandler below).
+	sdkLog := slog.New(NewLogHandler(out, lognoop.NewLoggerProvider(), serviceName(res), opts.LogLevel))
+
+	// Profiles (profiles.go) start first, so they stop last: the final
+	// flush serves spans, metrics and logs before them.
+	if profiles.on() {
+		stop, err := startProfiling(profiles, serviceName(res), sdkLog)
+		if err != nil {
+			return nil, nil, err
+		}
+		shutdowns = append(shutdowns, stop)
 	}
 	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 
@@ -148,6 +170,9 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 		sdktp := sdktrace.NewTracerProvider(tpOpts...)
 		shutdowns = append(shutdowns, sdktp.Shutdown)
 		tp = sdktp
+		if profiles.on() {
+			tp = withSpanProfiles(sdktp) // root spans name their CPU samples
+		}
 	}
 
 	logExp, err := autoexport.NewLogExporter(ctx)
@@ -176,15 +201,10 @@ func Setup(ctx context.Context, opts Options) (tel *Telemetry, shutdown func(con
 	otel.SetTextMapPropagator(prop)
 	otel.SetLoggerProvider(lp)
 
-	out := opts.LogOutput
-	if out == nil {
-		out = os.Stdout
-	}
 	// The SDK reports its own failures (an unreachable collector, a full
 	// queue) through this handler; by default they are plain text on stderr.
 	// They become JSON lines of the same stream, written to stdout only: sent
 	// over OTLP, a failing export would report itself in a loop.
-	sdkLog := slog.New(NewLogHandler(out, lognoop.NewLoggerProvider(), serviceName(res), opts.LogLevel))
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		sdkLog.Warn("opentelemetry sdk", "error", err)
 	}))
@@ -211,7 +231,6 @@ var DuplicateInstruments = []string{
 	"http.server.request.body.size", "http.server.response.body.size", // otelhttp, server
 	"http.client.request.duration", "http.client.request.body.size", // otelhttp, the gateway's client
 	"db.client.operation.duration", "db.client.operation.errors", // otelpgx, per statement
-	"db.client.connections.use_time", "db.client.connections.create_time", // redisotel, per command
 }
 
 // dropDuplicates is the view that drops DuplicateInstruments.

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/retry"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/baggage"
-	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -66,7 +66,7 @@ func (c *Consumer) Ready() bool { return c.connected.Load() }
 // the topology again and resubscribes; unacknowledged messages are
 // redelivered by the broker and applied once, thanks to their message_id.
 func (c *Consumer) Run(ctx context.Context) error {
-	var backoff orderevents.Backoff
+	var backoff retry.Backoff
 	for {
 		began := time.Now()
 		err := c.consume(ctx)
@@ -79,7 +79,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		pause := backoff.Next()
 		c.log.WarnContext(ctx, "consumer lost the broker; reconnecting", "error", err, "retry_in", pause.String())
-		orderevents.Sleep(ctx, pause)
+		retry.Sleep(ctx, pause)
 	}
 }
 
@@ -159,11 +159,12 @@ func (c *Consumer) consume(ctx context.Context) error {
 // ends between attempts, the message goes back to the queue instead.
 func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d amqp.Delivery) {
 	parent := telemetry.ExtractAMQP(context.Background(), c.tel.Propagator, d.Headers)
+	dest := telemetry.AMQPDestination(d.Exchange, d.RoutingKey, orderevents.Queue)
 	opts := []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(c.peer...),
 		trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeProcess, "process",
-			d.Exchange, d.RoutingKey, d.MessageId, len(d.Body))...),
+			dest, d.RoutingKey, d.MessageId, len(d.Body))...),
 		trace.WithAttributes(
 			semconv.MessagingDestinationSubscriptionName(orderevents.Queue),
 			semconv.MessagingRabbitMQMessageDeliveryTag(int(d.DeliveryTag)),
@@ -174,7 +175,7 @@ func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d am
 		// the link says the same in the form messaging conventions use for batches.
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: producer}))
 	}
-	ctx, span := c.tracer.Start(parent, "process "+orderevents.Queue, opts...)
+	ctx, span := c.tracer.Start(parent, telemetry.AMQPSpanName("process", dest), opts...)
 	defer span.End()
 	if tenant := baggage.FromContext(ctx).Member("tenant.id").Value(); tenant != "" {
 		span.SetAttributes(attribute.String("tenant.id", tenant))
@@ -199,7 +200,7 @@ func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d am
 		pause := c.retryBackoff << (attempt - 1)
 		span.AddEvent("retry", trace.WithAttributes(
 			attribute.Int("fulfillment.attempt", attempt),
-			attribute.String("error.message", err.Error()),
+			semconv.ExceptionMessage(err.Error()),
 			attribute.String("fulfillment.retry_in", pause.String()),
 		))
 		c.log.WarnContext(ctx, "fulfilment failed, retrying", "order_id", orderID, "attempt", attempt, "retry_in", pause, "error", err)
@@ -209,7 +210,7 @@ func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d am
 		case <-stop.Done():
 			span.AddEvent("requeued: the consumer is stopping")
 			span.SetAttributes(attribute.Int("fulfillment.attempts", attempt))
-			_ = d.Nack(false, true)
+			_ = c.settle(ctx, d, dest, "nack", func() error { return d.Nack(false, true) })
 			return
 		}
 	}
@@ -217,23 +218,39 @@ func (c *Consumer) handle(stop context.Context, dlx *orderevents.Publisher, d am
 
 	if err == nil {
 		span.SetAttributes(attribute.String("fulfillment.outcome", string(result)))
-		if ackErr := d.Ack(false); ackErr != nil {
-			recordError(span, fmt.Errorf("ack: %w", ackErr))
+		if ackErr := c.settle(ctx, d, dest, "ack", func() error { return d.Ack(false) }); ackErr != nil {
+			telemetry.Fail(span, fmt.Errorf("ack: %w", ackErr), "ack_failed")
 		}
 		c.log.InfoContext(ctx, "order fulfilment applied", "order_id", orderID, "outcome", result, "attempts", attempt)
 		return
 	}
-	recordError(span, err)
-	span.SetAttributes(attribute.Bool("fulfillment.dead_lettered", true), attribute.String("error.type", errorType(err)))
+	telemetry.Fail(span, err, errorType(err))
+	span.SetAttributes(attribute.Bool("fulfillment.dead_lettered", true))
 	c.log.ErrorContext(ctx, "message dead-lettered", "order_id", orderID, "attempts", attempt, "error", err)
-	c.deadLetter(ctx, dlx, d, err, attempt)
+	c.deadLetter(ctx, dlx, d, dest, err, attempt)
+}
+
+// settle acknowledges (ack) or rejects (nack) d in a settle span of its own,
+// a child of the process span, as the messaging conventions define it: the
+// broker forgets the message only once this span's operation succeeded.
+func (c *Consumer) settle(ctx context.Context, d amqp.Delivery, dest, operation string, do func() error) error {
+	_, span := c.tracer.Start(ctx, telemetry.AMQPSpanName(operation, dest),
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(c.peer...),
+		trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeSettle, operation,
+			dest, d.RoutingKey, d.MessageId, len(d.Body))...),
+		trace.WithAttributes(semconv.MessagingRabbitMQMessageDeliveryTag(int(d.DeliveryTag))))
+	defer span.End()
+	err := do()
+	telemetry.Fail(span, err, "settle_failed")
+	return err
 }
 
 // deadLetter republishes d to the dead-letter exchange with the reason and the
 // attempt count, then acknowledges it. If that publish is not routed and
 // confirmed, the message is rejected instead and the queue's own
 // dead-lettering moves it.
-func (c *Consumer) deadLetter(ctx context.Context, dlx *orderevents.Publisher, d amqp.Delivery, cause error, attempts int) {
+func (c *Consumer) deadLetter(ctx context.Context, dlx *orderevents.Publisher, d amqp.Delivery, dest string, cause error, attempts int) {
 	// The message's own deadline may be what failed it; the dead letter gets
 	// a fresh one.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orderevents.ConfirmTimeout)
@@ -250,12 +267,13 @@ func (c *Consumer) deadLetter(ctx context.Context, dlx *orderevents.Publisher, d
 	})
 	if err != nil {
 		c.log.ErrorContext(ctx, "dead-letter publish failed; rejecting instead", "error", err)
-		_ = d.Nack(false, false)
+		_ = c.settle(ctx, d, dest, "nack", func() error { return d.Nack(false, false) })
 		return
 	}
-	_ = d.Ack(false)
+	_ = c.settle(ctx, d, dest, "ack", func() error { return d.Ack(false) })
 }
 
+// errorType classes a failure for the error.type attribute.
 func errorType(err error) string {
 	switch {
 	case errors.Is(err, errPermanent):
@@ -269,9 +287,5 @@ func errorType(err error) string {
 	}
 }
 
-func recordError(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-}
+// recordError marks a failed step's span, with its error.type.
+func recordError(span trace.Span, err error) { telemetry.Fail(span, err, errorType(err)) }

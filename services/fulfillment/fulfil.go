@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/ordertrace/ordertrace/pkg/catalogcache"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
@@ -188,7 +189,7 @@ func (f *Fulfiller) completeOrder(ctx context.Context, tx pgx.Tx, orderID string
 func (f *Fulfiller) cacheStock(ctx context.Context, levels map[string]int64) {
 	_, _ = f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for sku, left := range levels {
-			p.Set(ctx, orderevents.CacheKey(f.cacheDB, "stock", sku), left, orderevents.StockTTL)
+			p.Set(ctx, catalogcache.Key(f.cacheDB, "stock", sku), left, catalogcache.StockTTL)
 		}
 		return nil
 	})

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/ordertrace/ordertrace/pkg/httpx"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
@@ -55,7 +56,11 @@ func run(ctx context.Context, env envconfig.Lookuper, stdout io.Writer) (err err
 		return err
 	}
 	defer pool.Close()
-	rdb, err := instrumented.Redis(cfg.RedisURL, tel)
+	// Fulfillment only writes orders' cache: a slow Redis must not hold
+	// up a message, so the client gives up as fast as orders' does.
+	rdb, err := instrumented.Redis(cfg.RedisURL, tel, instrumented.RedisOptions{
+		DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1,
+	})
 	if err != nil {
 		return err
 	}

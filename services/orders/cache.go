@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/catalogcache"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/ordertrace/ordertrace/pkg/telemetry/instrumented"
 	"github.com/redis/go-redis/v9"
@@ -26,6 +26,13 @@ type Cache struct {
 	skipUntil atomic.Int64 // unix nanoseconds
 }
 
+// cacheClient fails fast: when Redis is slow or gone, reading PostgreSQL is
+// quicker than waiting out go-redis's default 5 s dial and 3 s reads, and a
+// miss is cheaper than retrying a dead Redis. A REDIS_URL may set its own.
+var cacheClient = instrumented.RedisOptions{
+	DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1,
+}
+
 // cacheBreak is how long the cache is skipped after Redis failed.
 const cacheBreak = 5 * time.Second
 
@@ -37,7 +44,7 @@ func (c *Cache) broken(ctx context.Context, what string, err error) {
 }
 
 func openCache(redisURL, database string, tel *telemetry.Telemetry) (*Cache, error) {
-	rdb, err := instrumented.Redis(redisURL, tel)
+	rdb, err := instrumented.Redis(redisURL, tel, cacheClient)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +58,7 @@ func (c *Cache) Close() error { return c.rdb.Close() }
 func (c *Cache) get(ctx context.Context, kind string, skus []string) (map[string]int64, []string) {
 	keys := make([]string, len(skus))
 	for i, sku := range skus {
-		keys[i] = orderevents.CacheKey(c.prefix, kind, sku)
+		keys[i] = catalogcache.Key(c.prefix, kind, sku)
 	}
 	if c.skipping() {
 		return map[string]int64{}, skus
@@ -82,7 +89,7 @@ func (c *Cache) set(ctx context.Context, kind string, values map[string]int64, t
 	}
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for sku, v := range values {
-			p.Set(ctx, orderevents.CacheKey(c.prefix, kind, sku), v, ttl)
+			p.Set(ctx, catalogcache.Key(c.prefix, kind, sku), v, ttl)
 		}
 		return nil
 	})

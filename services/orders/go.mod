@@ -3,8 +3,10 @@ module github.com/ordertrace/ordertrace/services/orders
 go 1.26.0
 
 replace (
+	github.com/ordertrace/ordertrace/pkg/catalogcache => ../../pkg/catalogcache
 	github.com/ordertrace/ordertrace/pkg/httpx => ../../pkg/httpx
 	github.com/ordertrace/ordertrace/pkg/orderevents => ../../pkg/orderevents
+	github.com/ordertrace/ordertrace/pkg/retry => ../../pkg/retry
 	github.com/ordertrace/ordertrace/pkg/scenario => ../../pkg/scenario
 	github.com/ordertrace/ordertrace/pkg/telemetry => ../../pkg/telemetry
 )
@@ -13,9 +15,11 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/ordertrace/ordertrace/pkg/catalogcache v0.0.0
 	github.com/ordertrace/ordertrace/pkg/config v0.0.0
 	github.com/ordertrace/ordertrace/pkg/httpx v0.0.0
 	github.com/ordertrace/ordertrace/pkg/orderevents v0.0.0
+	github.com/ordertrace/ordertrace/pkg/retry v0.0.0
 	github.com/ordertrace/ordertrace/pkg/telemetry v0.0.0
 	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/redis/go-redis/v9 v9.23.0
@@ -25,6 +29,10 @@ require (
 )
 
 require (
+	github.com/grafana/otel-profiling-go v0.7.0 // indirect
+	github.com/grafana/pyroscope-go v1.5.0 // indirect
+	github.com/grafana/pyroscope-go/godeltaprof v0.1.12 // indirect
+	github.com/klauspost/compress v1.20.2 // indirect
 	github.com/open-feature/go-sdk v1.20.0 // indirect
 	go.uber.org/mock v0.6.0 // indirect
 )
@@ -48,8 +56,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
-	github.com/redis/go-redis/extra/rediscmd/v9 v9.23.0 // indirect
-	github.com/redis/go-redis/extra/redisotel/v9 v9.23.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/bridges/otelslog v0.21.0 // indirect
 	go.opentelemetry.io/contrib/bridges/prometheus v0.72.0 // indirect

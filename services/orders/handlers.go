@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
+	"regexp"
 	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
@@ -23,6 +23,18 @@ type server struct {
 	ready atomic.Bool
 }
 
+// PlaceOrderRequest is the body of POST /orders.
+type PlaceOrderRequest struct {
+	CustomerID string        `json:"customer_id"`
+	Items      []RequestItem `json:"items"`
+}
+
+// RequestItem is one line of PlaceOrderRequest.
+type RequestItem struct {
+	SKU      string `json:"sku"`
+	Quantity int    `json:"quantity"`
+}
+
 // PlaceOrderResponse is the answer to a placed order.
 type PlaceOrderResponse struct {
 	OrderID    string `json:"order_id"`
@@ -34,14 +46,14 @@ type PlaceOrderResponse struct {
 // readyz needs PostgreSQL only: orders are stored with their messages, so
 // the service takes orders while RabbitMQ is away and the relay catches up.
 func (s *server) readyz() http.HandlerFunc {
-	return httpx.Ready(&s.ready, map[string]func(context.Context) error{"postgres": s.svc.store.Ping})
+	return httpx.Ready(&s.ready, map[string]func(context.Context) error{"postgres": s.svc.Ping})
 }
 
 func (s *server) listProducts() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		products, err := s.svc.store.Products(r.Context())
+		products, err := s.svc.Products(r.Context())
 		if err != nil {
-			s.fail(w, r, fmt.Errorf("%w: %w", ErrUnavailable, err))
+			s.fail(w, r, err)
 			return
 		}
 		httpx.WriteJSON(w, http.StatusOK, products)
@@ -63,7 +75,7 @@ func (s *server) placeOrder() http.HandlerFunc {
 		if answered {
 			return
 		}
-		order, err := s.svc.PlaceOrder(r.Context(), req, idem)
+		order, err := s.svc.PlaceOrder(r.Context(), req, idem, placedAnswer)
 		if err != nil {
 			if idem != nil {
 				s.releaseKey(r, *idem)
@@ -72,9 +84,29 @@ func (s *server) placeOrder() http.HandlerFunc {
 			return
 		}
 		// The very bytes an Idempotency-Key replays.
-		httpx.WriteRaw(w, http.StatusCreated, answerBody(order))
+		answer := placedAnswer(order)
+		httpx.WriteRaw(w, answer.Status, answer.Body)
 	}
 }
+
+// idPattern is what a customer ID or a SKU may look like: identifiers, not
+// free text, so nothing stored or logged can carry markup or a payload.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$`)
+
+// The limits of an order, as the README's API section states them.
+const (
+	maxItems    = 50
+	maxQuantity = 10_000
+)
+
+// Why a value is refused, in the words of the API's problems.
+const (
+	reasonRequired  = "is required"
+	reasonID        = "must be 1 to 64 characters, each an ASCII letter, a digit, '.', '_', ':', '@' or '-', the first a letter or digit"
+	reasonItems     = "must hold 1 to 50 items"
+	reasonDuplicate = "appears more than once; order each sku once, with the total quantity"
+	reasonQuantity  = "must be a whole number from 1 to 10000"
+)
 
 // validate checks req's values. More than maxItems items is one error,
 // found before any item is looked at: the answer to thousands of invalid
@@ -88,6 +120,45 @@ func validate(req PlaceOrderRequest) error {
 		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: reason})
 	}
 	return httpx.Invalid(append(fields, httpx.FieldError{Field: "items", Reason: reasonItems})...)
+}
+
+// Validate checks the values, naming every field that is wrong.
+func (r PlaceOrderRequest) Validate() error {
+	var fields []httpx.FieldError
+	if reason := checkID(r.CustomerID); reason != "" {
+		fields = append(fields, httpx.FieldError{Field: "customer_id", Reason: reason})
+	}
+	if len(r.Items) == 0 || len(r.Items) > maxItems {
+		fields = append(fields, httpx.FieldError{Field: "items", Reason: reasonItems})
+	}
+	seen := map[string]bool{}
+	for i, it := range r.Items {
+		if reason := checkID(it.SKU); reason != "" {
+			fields = append(fields, httpx.FieldError{Field: httpx.FieldPath("items", i, "sku"), Reason: reason})
+		} else if seen[it.SKU] {
+			fields = append(fields, httpx.FieldError{Field: httpx.FieldPath("items", i, "sku"), Reason: reasonDuplicate})
+		}
+		seen[it.SKU] = true
+		if it.Quantity < 1 || it.Quantity > maxQuantity {
+			fields = append(fields, httpx.FieldError{Field: httpx.FieldPath("items", i, "quantity"), Reason: reasonQuantity})
+		}
+	}
+	if len(fields) > 0 {
+		return httpx.Invalid(fields...)
+	}
+	return nil
+}
+
+// checkID says why id is not a valid customer ID or SKU, "" when it is.
+func checkID(id string) string {
+	switch {
+	case id == "":
+		return reasonRequired
+	case !idPattern.MatchString(id):
+		return reasonID
+	default:
+		return ""
+	}
 }
 
 // claimKey claims the request's Idempotency-Key, if it has one. It answers
@@ -105,10 +176,7 @@ func (s *server) claimKey(w http.ResponseWriter, r *http.Request, req PlaceOrder
 		return nil, true
 	}
 	idem = newIdempotencyKey(r.Context(), req, key)
-	answer, err := s.svc.store.ClaimKey(r.Context(), *idem)
-	if err != nil && !errors.Is(err, ErrKeyReused) && !errors.Is(err, ErrKeyInFlight) {
-		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
+	answer, err := s.svc.ClaimKey(r.Context(), *idem)
 	if err != nil {
 		s.fail(w, r, err)
 		return nil, true
@@ -126,7 +194,7 @@ func (s *server) claimKey(w http.ResponseWriter, r *http.Request, req PlaceOrder
 // request stores nothing, and a failed one is processed afresh on retry.
 func (s *server) releaseKey(r *http.Request, k IdempotencyKey) {
 	ctx := context.WithoutCancel(r.Context())
-	if err := s.svc.store.ReleaseKey(ctx, k); err != nil {
+	if err := s.svc.ReleaseKey(ctx, k); err != nil {
 		s.tel.Logger.WarnContext(ctx, "idempotency key not released", "error", err)
 	}
 }
@@ -143,10 +211,11 @@ func validKey(key string) bool {
 	return true
 }
 
-// answerBody is the answer to a placed order.
-func answerBody(o Order) []byte {
+// placedAnswer is the answer to a placed order. PlaceOrder is given it to
+// store with an Idempotency-Key, so a replay is this answer, byte for byte.
+func placedAnswer(o Order) Answer {
 	b, _ := json.Marshal(PlaceOrderResponse{OrderID: o.ID, Status: o.Status, TotalCents: o.TotalCents, TraceID: o.TraceID})
-	return append(b, '\n')
+	return Answer{Status: http.StatusCreated, Body: append(b, '\n')}
 }
 
 func (s *server) getOrder() http.HandlerFunc {
@@ -156,10 +225,7 @@ func (s *server) getOrder() http.HandlerFunc {
 			s.fail(w, r, httpx.Invalid(httpx.FieldError{Field: "id", Reason: "must be a UUID"}))
 			return
 		}
-		order, err := s.svc.store.GetOrder(r.Context(), id)
-		if err != nil && !errors.Is(err, ErrOrderNotFound) {
-			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
+		order, err := s.svc.Order(r.Context(), id)
 		if err != nil {
 			s.fail(w, r, err)
 			return

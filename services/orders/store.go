@@ -153,31 +153,14 @@ func (s *Store) column(ctx context.Context, query string, skus []string) (map[st
 	return values, nil
 }
 
-// OutboxMessage is a message stored with its order and published by the
-// relay once the transaction has committed.
-type OutboxMessage struct {
-	MessageID  string
-	Exchange   string
-	RoutingKey string
-	Headers    map[string]string // W3C trace context and baggage
-	Body       []byte
-}
-
-// Enqueue is called inside the order's transaction. It returns the message to
-// store, the context to store it in (the message's PRODUCER span), and a
-// function that ends that span with the outcome of the transaction.
-type Enqueue func(ctx context.Context) (context.Context, OutboxMessage, func(error))
-
-// outboxChannel is the LISTEN/NOTIFY channel that wakes the relay.
-const outboxChannel = "ordertrace_outbox"
-
 // CreateOrder writes, in ONE transaction, the order and its lines, its
-// outbox message, and (with an Idempotency-Key) the answer to the request.
-// Once it has committed, the order exists and its message will be published:
-// the relay picks it up, woken by NOTIFY (sent when the transaction commits).
+// outbox message (made by enqueue, outbox.go), and (with an Idempotency-Key)
+// the answer to the request. Once it has committed, the order exists and its
+// message will be published: the relay picks it up, woken by NOTIFY (sent
+// when the transaction commits).
 func (s *Store) CreateOrder(ctx context.Context, o Order, idem *IdempotencyKey, answer Answer, enqueue Enqueue) error {
 	var msgCtx context.Context
-	var endSpan func(error)
+	var done func(error)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, tenant_id, status, total_cents, currency, trace_id)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, o.ID, o.CustomerID, o.TenantID, o.Status, o.TotalCents, o.Currency, o.TraceID)
@@ -195,7 +178,7 @@ func (s *Store) CreateOrder(ctx context.Context, o Order, idem *IdempotencyKey, 
 		}
 
 		var msg OutboxMessage
-		msgCtx, msg, endSpan = enqueue(ctx)
+		msgCtx, msg, done = enqueue(ctx)
 		_, err = tx.Exec(msgCtx, `INSERT INTO outbox (message_id, exchange, routing_key, headers, body)
 			VALUES ($1, $2, $3, $4, $5)`, msg.MessageID, msg.Exchange, msg.RoutingKey, msg.Headers, msg.Body)
 		if err != nil {
@@ -211,8 +194,8 @@ func (s *Store) CreateOrder(ctx context.Context, o Order, idem *IdempotencyKey, 
 		}
 		return nil
 	})
-	if endSpan != nil {
-		endSpan(err)
+	if done != nil {
+		done(err)
 	}
 	return err
 }

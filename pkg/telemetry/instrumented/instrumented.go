@@ -14,9 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
-	"github.com/redis/go-redis/extra/redisotel/v9"
-	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -110,7 +107,43 @@ func (t *pgTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx
 	if !t.transactionSpans && opensTransaction(data.SQL) {
 		return context.WithValue(ctx, untracedKey{}, true)
 	}
-	return t.Tracer.TraceQueryStart(ctx, conn, data)
+	parent := trace.SpanFromContext(ctx)
+	ctx = t.Tracer.TraceQueryStart(ctx, conn, data)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
+		// otelpgx names the span after the operation alone ("SELECT"); the
+		// conventions name it by its query summary ("SELECT products").
+		summary := querySummary(data.SQL)
+		span.SetName(summary)
+		span.SetAttributes(semconv.DBQuerySummary(summary))
+	}
+	return ctx
+}
+
+// TracePrepareStart starts the span of preparing a statement (once per
+// statement and connection), named "PREPARE" and the statement's summary, so
+// it is not mistaken for the statement's own run.
+func (t *pgTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
+	parent := trace.SpanFromContext(ctx)
+	ctx = t.Tracer.TracePrepareStart(ctx, conn, data)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
+		summary := querySummary(data.SQL)
+		span.SetName("PREPARE " + summary)
+		span.SetAttributes(semconv.DBQuerySummary(summary))
+	}
+	return ctx
+}
+
+// TraceCopyFromStart starts CopyFrom's span, named in the conventions
+// ("COPY order_items", operation COPY) rather than otelpgx's "copy_from".
+func (t *pgTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
+	parent := trace.SpanFromContext(ctx)
+	ctx = t.Tracer.TraceCopyFromStart(ctx, conn, data)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
+		summary := "COPY " + strings.Join(data.TableName, ".")
+		span.SetName(summary)
+		span.SetAttributes(semconv.DBOperationName("COPY"), semconv.DBQuerySummary(summary))
+	}
+	return ctx
 }
 
 // TraceQueryEnd ends the span TraceQueryStart started, if it did.
@@ -152,47 +185,4 @@ func (t *pgTracer) TraceAcquireEnd(ctx context.Context, _ *pgxpool.Pool, data pg
 		span.SetStatus(codes.Error, data.Err.Error())
 	}
 	span.End()
-}
-
-// Redis opens a client whose commands become CLIENT spans named after the
-// command, without its arguments or values, and whose pool becomes metrics.
-// The suite uses Redis as a cache, so the client fails fast.
-func Redis(redisURL string, tel *telemetry.Telemetry) (*redis.Client, error) {
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
-	}
-	// CLIENT SETINFO (Redis 7.2+) and CLIENT MAINT_NOTIFICATIONS (managed
-	// Redis) fail on a plain older server on every new connection, leaving an
-	// error span in the trace. The suite needs neither.
-	opts.DisableIdentity = true
-	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	// When Redis is slow or gone, reading PostgreSQL is quicker than waiting
-	// out go-redis's default 5 s dial and 3 s reads. A URL may still set its own.
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = time.Second
-	}
-	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = 500 * time.Millisecond
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = 500 * time.Millisecond
-	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = -1 // a cache miss is cheaper than retrying a dead Redis
-	}
-	rdb := redis.NewClient(opts)
-	err = redisotel.InstrumentTracing(rdb,
-		redisotel.WithTracerProvider(tel.TracerProvider),
-		redisotel.WithDBStatement(false),
-		redisotel.WithCallerEnabled(false),
-	)
-	if err == nil {
-		err = redisotel.InstrumentMetrics(rdb, redisotel.WithMeterProvider(tel.MeterProvider))
-	}
-	if err != nil {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("instrument redis: %w", err)
-	}
-	return rdb, nil
 }

@@ -1,4 +1,7 @@
-package orderevents
+// Package retry paces the attempts to reach a dependency that went away:
+// orders' outbox relay and fulfillment's consumer both reconnect to the
+// broker at this pace.
+package retry
 
 import (
 	"context"

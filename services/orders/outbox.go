@@ -1,15 +1,32 @@
 package main
 
+// The outbox: how an order's message leaves the service without being lost
+// or sent for an order that does not exist. The message is not published
+// while the order is placed; it is stored as an outbox row in the order's own
+// transaction (Store.CreateOrder), and the relay below publishes the rows
+// that have committed, marking each sent once the broker confirmed it.
+//
+// The message half of the trace is made here, as two PRODUCER spans:
+//   - "create" (orderCreated), a child of order.process around the outbox
+//     INSERT. The row stores this span's W3C headers, so the consumer
+//     continues the order's trace whenever the message is sent.
+//   - "publish" (Relay.send), the relay's send: the root of a trace of its
+//     own, with a link to the "create" span.
+
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
+	"github.com/ordertrace/ordertrace/pkg/retry"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -20,9 +37,88 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// OutboxMessage is a message stored with its order and published by the
+// relay once the transaction has committed.
+type OutboxMessage struct {
+	MessageID  string
+	Exchange   string
+	RoutingKey string
+	Headers    map[string]string // W3C trace context and baggage
+	Body       []byte
+}
+
+// Enqueue is called inside the order's transaction. It returns the message to
+// store, the context to store it in (the message's PRODUCER span), and a
+// function that ends that span with the outcome of the transaction.
+type Enqueue func(ctx context.Context) (context.Context, OutboxMessage, func(error))
+
+// outboxChannel is the LISTEN/NOTIFY channel that wakes the relay.
+const outboxChannel = "ordertrace_outbox"
+
+// orderCreated makes the order's order.created message, and the Enqueue that
+// stores it inside a PRODUCER span. The message is only stored there
+// (messaging.operation.type "create"); the relay publishes it later, and its
+// headers carry this span's context, so the consumer continues this trace and
+// the relay's send span links to it.
+func (s *Service) orderCreated(ctx context.Context, order Order) (Enqueue, error) {
+	var event any = orderevents.OrderCreated{
+		OrderID:    order.ID,
+		TenantID:   order.TenantID,
+		Items:      eventItems(order.Items),
+		TotalCents: order.TotalCents,
+		Currency:   order.Currency,
+		CreatedAt:  time.Now().UTC(),
+	}
+	if rand.Float64() < s.flags.Number(ctx, scenario.PoisonMessages) {
+		event = poisonEvent(event.(orderevents.OrderCreated))
+	}
+	body, err := json.Marshal(event)
+	if err != nil {
+		return nil, fmt.Errorf("encode order event: %w", err)
+	}
+	return func(ctx context.Context) (context.Context, OutboxMessage, func(error)) {
+		messageID := uuid.NewString()
+		dest := telemetry.AMQPDestination(orderevents.Exchange, orderevents.RoutingKeyCreated, "")
+		ctx, span := s.tracer.Start(ctx, telemetry.AMQPSpanName("create", dest),
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeCreate, "create",
+				dest, orderevents.RoutingKeyCreated, messageID, len(body))...))
+		headers := map[string]string{}
+		s.prop.Inject(ctx, propagation.MapCarrier(headers)) // traceparent, tracestate, baggage
+		msg := OutboxMessage{
+			MessageID: messageID, Exchange: orderevents.Exchange, RoutingKey: orderevents.RoutingKeyCreated,
+			Headers: headers, Body: body,
+		}
+		return ctx, msg, func(err error) {
+			recordError(span, err)
+			span.End()
+		}
+	}, nil
+}
+
+// poisonEvent is the order.created event as a careless release might have
+// written it (workshop scenario poison-messages): its lines renamed, so
+// fulfillment finds no items and can never apply it.
+func poisonEvent(ev orderevents.OrderCreated) any {
+	return struct {
+		orderevents.OrderCreated
+		Items []orderevents.Item `json:"items,omitempty"`
+		Lines []orderevents.Item `json:"lines"`
+	}{OrderCreated: ev, Lines: ev.Items}
+}
+
+// eventItems are the order's lines as the message carries them.
+func eventItems(items []OrderItem) []orderevents.Item {
+	out := make([]orderevents.Item, len(items))
+	for i, it := range items {
+		out[i] = orderevents.Item{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents}
+	}
+	return out
+}
+
 // The relay's rhythm: how many rows it claims at once, and how often it
 // looks without being woken (the safety net under LISTEN/NOTIFY). While the
-// broker is away it backs off with orderevents.Backoff.
+// broker is away it backs off with retry.Backoff.
 const (
 	relayBatch     = 100
 	relayPoll      = 2 * time.Second
@@ -121,7 +217,7 @@ func (r *Relay) Run(ctx context.Context) {
 	wake := make(chan struct{}, 1)
 	go r.listen(ctx, wake)
 
-	var backoff orderevents.Backoff
+	var backoff retry.Backoff
 	for ctx.Err() == nil {
 		n, err := r.relayBatch(ctx)
 		switch {
@@ -129,7 +225,7 @@ func (r *Relay) Run(ctx context.Context) {
 			pause := backoff.Next()
 			r.log.WarnContext(ctx, "outbox relay: batch failed; backing off", "error", err, "retry_in", pause.String())
 			r.disconnect()
-			orderevents.Sleep(ctx, pause)
+			retry.Sleep(ctx, pause)
 			continue
 		case n == relayBatch:
 			continue // there is more
@@ -163,7 +259,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 		})
 		if ctx.Err() == nil {
 			r.log.DebugContext(ctx, "outbox relay: listen connection lost", "error", err)
-			orderevents.Sleep(ctx, relayPoll)
+			retry.Sleep(ctx, relayPoll)
 		}
 	}
 }
@@ -223,13 +319,14 @@ func (r *Relay) relayBatch(ctx context.Context) (int, error) {
 // so the consumer continues the order's trace.
 func (r *Relay) send(ctx context.Context, o outboxRow) (err error) {
 	created := r.tel.Propagator.Extract(ctx, propagation.MapCarrier(o.headers))
-	ctx, span := r.tracer.Start(context.WithoutCancel(ctx), "send "+o.exchange,
+	dest := telemetry.AMQPDestination(o.exchange, o.routingKey, "")
+	ctx, span := r.tracer.Start(context.WithoutCancel(ctx), telemetry.AMQPSpanName("publish", dest),
 		trace.WithNewRoot(),
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithLinks(trace.LinkFromContext(created)),
 		trace.WithAttributes(r.peer...),
-		trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeSend, "send",
-			o.exchange, o.routingKey, o.messageID, len(o.body))...),
+		trace.WithAttributes(telemetry.AMQPMessageAttributes(semconv.MessagingOperationTypeSend, "publish",
+			dest, o.routingKey, o.messageID, len(o.body))...),
 		trace.WithAttributes(attribute.Int("outbox.attempts", o.attempts+1)))
 	defer func() {
 		recordError(span, err)

@@ -1,4 +1,4 @@
-package orderevents
+package retry
 
 import (
 	"testing"

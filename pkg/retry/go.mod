@@ -1,0 +1,3 @@
+module github.com/ordertrace/ordertrace/pkg/retry
+
+go 1.26
