@@ -132,10 +132,8 @@ func (h *redisHook) observe(ctx context.Context, operation string, batch int, ru
 	}
 	ctx, span := h.tracer.Start(ctx, operation, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	err := run(ctx)
-	if errors.Is(err, redis.Nil) {
-		err = nil // a missing key is an answer, not a failure
-	}
-	if err != nil {
+	// A missing key (redis.Nil) is an answer, not a failure.
+	if err != nil && !errors.Is(err, redis.Nil) {
 		class, code := redisErrorType(err)
 		if code != "" {
 			span.SetAttributes(semconv.DBResponseStatusCode(code))
