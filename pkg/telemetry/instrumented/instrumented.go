@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -109,13 +110,10 @@ func (t *pgTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx
 	}
 	parent := trace.SpanFromContext(ctx)
 	ctx = t.Tracer.TraceQueryStart(ctx, conn, data)
-	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
-		// otelpgx names the span after the operation alone ("SELECT"); the
-		// conventions name it by its query summary ("SELECT products").
-		summary := querySummary(data.SQL)
-		span.SetName(summary)
-		span.SetAttributes(semconv.DBQuerySummary(summary))
-	}
+	// otelpgx names the span after the operation alone ("SELECT"); the
+	// conventions name it by its query summary ("SELECT products").
+	summary := querySummary(data.SQL)
+	rename(ctx, parent, summary, semconv.DBQuerySummary(summary))
 	return ctx
 }
 
@@ -125,11 +123,8 @@ func (t *pgTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, data pgx
 func (t *pgTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareStartData) context.Context {
 	parent := trace.SpanFromContext(ctx)
 	ctx = t.Tracer.TracePrepareStart(ctx, conn, data)
-	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
-		summary := querySummary(data.SQL)
-		span.SetName("PREPARE " + summary)
-		span.SetAttributes(semconv.DBQuerySummary(summary))
-	}
+	summary := querySummary(data.SQL)
+	rename(ctx, parent, "PREPARE "+summary, semconv.DBQuerySummary(summary))
 	return ctx
 }
 
@@ -138,12 +133,18 @@ func (t *pgTracer) TracePrepareStart(ctx context.Context, conn *pgx.Conn, data p
 func (t *pgTracer) TraceCopyFromStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromStartData) context.Context {
 	parent := trace.SpanFromContext(ctx)
 	ctx = t.Tracer.TraceCopyFromStart(ctx, conn, data)
-	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
-		summary := "COPY " + strings.Join(data.TableName, ".")
-		span.SetName(summary)
-		span.SetAttributes(semconv.DBOperationName("COPY"), semconv.DBQuerySummary(summary))
-	}
+	summary := "COPY " + strings.Join(data.TableName, ".")
+	rename(ctx, parent, summary, semconv.DBOperationName("COPY"), semconv.DBQuerySummary(summary))
 	return ctx
+}
+
+// rename names the span otelpgx started in ctx, if it started one (a child of
+// parent that records), and adds attrs.
+func rename(ctx context.Context, parent trace.Span, name string, attrs ...attribute.KeyValue) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && span.SpanContext().SpanID() != parent.SpanContext().SpanID() {
+		span.SetName(name)
+		span.SetAttributes(attrs...)
+	}
 }
 
 // TraceQueryEnd ends the span TraceQueryStart started, if it did.

@@ -146,11 +146,7 @@ func recordedPool(t *testing.T, query string, opts SQLOptions) (*tracetest.SpanR
 	if url == "" {
 		url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
-	rec := tracetest.NewSpanRecorder()
-	tel := &telemetry.Telemetry{
-		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
-		MeterProvider:  metricnoop.NewMeterProvider(),
-	}
+	rec, tel := recordingTelemetry()
 	pool, err := Postgres(t.Context(), url+query, tel, opts)
 	if err == nil {
 		err = pool.Ping(t.Context())
@@ -162,4 +158,14 @@ func recordedPool(t *testing.T, query string, opts SQLOptions) (*tracetest.SpanR
 		t.Skipf("PostgreSQL unavailable (set ORDERTRACE_REQUIRE_SERVICES=1 to fail instead): %v", err)
 	}
 	return rec, tel, pool
+}
+
+// recordingTelemetry is telemetry whose spans a recorder keeps, and whose
+// metrics go nowhere.
+func recordingTelemetry() (*tracetest.SpanRecorder, *telemetry.Telemetry) {
+	rec := tracetest.NewSpanRecorder()
+	return rec, &telemetry.Telemetry{
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+		MeterProvider:  metricnoop.NewMeterProvider(),
+	}
 }

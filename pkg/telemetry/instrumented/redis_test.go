@@ -5,12 +5,9 @@ import (
 	"os"
 	"testing"
 
-	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/codes"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // TestRedisSpans runs against the machine's Redis: commands and pipelines
@@ -22,11 +19,7 @@ func TestRedisSpans(t *testing.T) {
 	if url == "" {
 		url = "redis://127.0.0.1:6379/0"
 	}
-	rec := tracetest.NewSpanRecorder()
-	tel := &telemetry.Telemetry{
-		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
-		MeterProvider:  metricnoop.NewMeterProvider(),
-	}
+	rec, tel := recordingTelemetry()
 	rdb, err := Redis(url, tel, RedisOptions{})
 	if err == nil {
 		err = rdb.Ping(t.Context()).Err()
