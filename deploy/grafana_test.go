@@ -413,3 +413,76 @@ func TestGrafanaOffline(t *testing.T) {
 		t.Errorf("the guide and the README name the app's version %d times, want the download, the unzip, the check and the README", seen)
 	}
 }
+
+// make chaos posts each switch to Grafana's annotations API tagged "chaos"
+// (pkg/scenario/annotate.go): every dashboard shows them, from Grafana's own
+// annotation store filtered by that tag, and make chaos posts as the admin
+// the compose file sets.
+func TestGrafanaDashboardsShowChaos(t *testing.T) {
+	files, _ := filepath.Glob("grafana/dashboards/*.json")
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		var dash struct {
+			Annotations struct {
+				List []struct {
+					Name       string
+					Enable     bool
+					Datasource struct{ Type, UID string }
+					Target     struct {
+						Type     string
+						Tags     []string
+						MatchAny bool
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal(raw, &dash); err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		shown := false
+		for _, a := range dash.Annotations.List {
+			if a.Name != "chaos" {
+				continue
+			}
+			shown = true
+			if !a.Enable || a.Datasource.Type != "grafana" || a.Datasource.UID != "-- Grafana --" {
+				t.Errorf("%s: the chaos annotations are enabled %v from %+v, want on, from Grafana's own store", f, a.Enable, a.Datasource)
+			}
+			if a.Target.Type != "tags" || strings.Join(a.Target.Tags, ",") != "chaos" || a.Target.MatchAny {
+				t.Errorf("%s: the chaos annotations are queried by %+v, want the tag chaos", f, a.Target)
+			}
+		}
+		if !shown {
+			t.Errorf("%s: no annotation query named chaos: make chaos's switches would not show", f)
+		}
+	}
+
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setting := func(name string) string {
+		m := regexp.MustCompile(`(?m)^` + name + `\s*\?=\s*(\S*)$`).FindSubmatch(makefile)
+		if m == nil {
+			t.Errorf("the Makefile sets no %s", name)
+			return ""
+		}
+		return string(m[1])
+	}
+	env := loadCompose(t).Services["grafana"].Environment
+	password := "admin" // Grafana's default
+	if v := env["GF_SECURITY_ADMIN_PASSWORD"]; v != nil {
+		password = *v
+	}
+	user := "admin"
+	if v := env["GF_SECURITY_ADMIN_USER"]; v != nil {
+		user = *v
+	}
+	if got := setting("GRAFANA_USER") + ":" + setting("GRAFANA_PASSWORD"); got != user+":"+password {
+		t.Errorf("make chaos annotates as %s, want the compose file's Grafana admin %s:%s", got, user, password)
+	}
+	if got := setting("GRAFANA_URL"); got != "http://localhost:3000" {
+		t.Errorf("make chaos annotates at %s, want the compose stack's Grafana, http://localhost:3000", got)
+	}
+}

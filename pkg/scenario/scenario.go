@@ -2,7 +2,8 @@
 // without a restart. The switches are feature flags in one JSON file
 // (SCENARIOS_FILE, flagd's format) that every service reads through the
 // OpenFeature SDK, the way an application reads any feature flag; `make
-// scenario NAME=... ON=1` edits the file. docs/workshop/ has a lab for each.
+// scenario NAME=... ON=1` edits the file, and `make chaos` (chaos.go) switches
+// them at random for a class. docs/workshop/ has a lab for each.
 package scenario
 
 import (

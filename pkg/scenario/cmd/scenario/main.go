@@ -5,6 +5,9 @@
 //	scenario [-file path] list
 //	scenario [-file path] set NAME on|off      (1 and 0 too, as make scenario ON= passes them)
 //	scenario [-file path] reset        every scenario off
+//	scenario [-file path] chaos [-every 2m-5m] [-hold 3m-6m] [-scenarios a,b] [-seed N] [-rounds N]
+//	                                   make chaos: one scenario at a time, on and off at random, until
+//	                                   the rounds are done or Ctrl-C; then every scenario off
 package main
 
 import (
@@ -22,7 +25,7 @@ import (
 func main() {
 	path := flag.String("file", "deploy/scenarios/scenarios.json", "the scenarios file")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: scenario [-file path] list | set NAME on|off | reset")
+		fmt.Fprintln(os.Stderr, "usage: scenario [-file path] list | set NAME on|off | reset | chaos [flags]")
 	}
 	flag.Parse()
 	if err := run(*path, flag.Args()); err != nil {
@@ -32,6 +35,9 @@ func main() {
 }
 
 func run(path string, args []string) error {
+	if len(args) > 0 && args[0] == "chaos" {
+		return chaos(path, args[1:], os.Getenv, os.Stdout)
+	}
 	f, err := scenario.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		f, err = scenario.Defaults(), nil
@@ -59,7 +65,7 @@ func run(path string, args []string) error {
 		fmt.Printf("%s is %s\n", args[1], map[bool]string{true: "on", false: "off"}[on])
 		return nil
 	}
-	return errors.New("usage: scenario [-file path] list | set NAME on|off | reset")
+	return errors.New("usage: scenario [-file path] list | set NAME on|off | reset | chaos [flags]")
 }
 
 // switchValues are the values `set` accepts: the words, and the digits that

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,5 +46,21 @@ func TestSetRefusesAnUnknownScenario(t *testing.T) {
 	err := run(filepath.Join(t.TempDir(), "scenarios.json"), []string{"set", "payment-failure", "1"})
 	if err == nil || !strings.Contains(err.Error(), scenario.PaymentFailures) {
 		t.Errorf("error %v, want one that lists the scenarios", err)
+	}
+}
+
+// A wrong make chaos variable stops the command before it switches
+// anything, with the variable's name.
+func TestChaosRefusesWrongValuesFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "scenarios.json")
+	err := run(path, []string{"chaos", "-every=5m-2m", "-rounds=3"})
+	if err == nil || !strings.Contains(err.Error(), "EVERY (-every)") {
+		t.Errorf("error %v, want one that names EVERY", err)
+	}
+	if _, statErr := os.Stat(path); !os.IsNotExist(statErr) {
+		t.Errorf("the scenarios file was written (%v): a refused run must switch nothing", statErr)
+	}
+	if err := run(path, []string{"chaos", "extra"}); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("chaos with an argument: %v, want the usage", err)
 	}
 }
