@@ -27,8 +27,10 @@ import (
 
 // labPages are the pages whose every ```sh block a TestLab test runs.
 var labPages = map[string]bool{
-	"20-sql-comments.md": true,
-	"21-profiles.md":     true,
+	"20-sql-comments.md":    true,
+	"21-profiles.md":        true,
+	"22-dropped-spans.md":   true,
+	"23-sampling-layers.md": true,
 }
 
 var shBlock = regexp.MustCompile("(?s)```sh\n(.*?)```")
@@ -71,8 +73,16 @@ const blockEnd = "@@lab-block-end@@"
 // where one is the start of another).
 func newLabShell(t *testing.T, page string, blocks []string, addresses ...string) *labShell {
 	t.Helper()
+	return newLabShellIn(t, "", page, blocks, addresses...)
+}
+
+// newLabShellIn is newLabShell started in dir, for a page whose commands
+// run from the repository's root ("..").
+func newLabShellIn(t *testing.T, dir, page string, blocks []string, addresses ...string) *labShell {
+	t.Helper()
 	sh := &labShell{page: page, blocks: blocks, subst: strings.NewReplacer(addresses...), done: make(chan struct{}), saw: make(chan struct{}, 1)}
 	sh.cmd = exec.Command("bash", "--noprofile", "--norc", "-euo", "pipefail")
+	sh.cmd.Dir = dir
 	// Its own process group: a block's background job goes with it.
 	sh.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	in, err := sh.cmd.StdinPipe()
@@ -332,4 +342,224 @@ func TestLabProfiles(t *testing.T) {
 	}
 	t.Logf("orders' CPU samples during the burst, by span_name: %v", names)
 	sh.finish(t)
+}
+
+// sdkDrops reads the SDK's otel.sdk.processor.span.processed of each
+// service as r received it: the spans dropped (with an error.type) and all
+// spans processed, the latest cumulative value of each series summed. Over
+// a run shorter than 5 minutes, dropped/processed is what the rule's
+// rate(...[5m]) ratio computes.
+func sdkDrops(r *receiver) (dropped, processed map[string]float64) {
+	latest := map[string]point{}
+	for _, p := range r.Points("otel.sdk.processor.span.processed") {
+		latest[p.Service+p.Instance+fmt.Sprint(p.Attrs)] = p
+	}
+	dropped, processed = map[string]float64{}, map[string]float64{}
+	for _, p := range latest {
+		processed[p.Service] += p.Value
+		if p.Attrs["error.type"] != "" {
+			dropped[p.Service] += p.Value
+		}
+	}
+	return dropped, processed
+}
+
+var metricLine = regexp.MustCompile(`(?m)^(otelcol_receiver_(?:accepted|refused)_spans[a-z_]*)\{[^}]*\} ([0-9.e+]+)$`)
+
+// TestLabDroppedSpans runs lab 22 against the real services exporting
+// through the real collector, with a batch queue of 16 spans: the burst's
+// orders are all placed, the SDK's counters (as the collector forwards them
+// to Prometheus) put the rule's expression above 1% for orders, the
+// collector's own counters show nothing refused, and the orders' traces
+// have gaps, some spans under a parent that never arrived.
+func TestLabDroppedSpans(t *testing.T) {
+	t.Parallel()
+	const name = "22-dropped-spans.md"
+	page, blocks := labPage(t, name)
+	pageSays(t, name, page, `OTEL_BSP_MAX_QUEUE_SIZE: "16"`, "OTEL_BSP_MAX_QUEUE_SIZE=16 make demo")
+	col := startCollector(t, nil)
+	s := startStack(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP,
+		"OTEL_BSP_MAX_QUEUE_SIZE":     "16",
+		"OTEL_BSP_SCHEDULE_DELAY":     "1000", // compose's
+	})
+	colMetrics := strings.TrimSuffix(strings.TrimPrefix(col.Metrics, "http://"), "/metrics")
+	sh := newLabShellIn(t, "..", name, blocks,
+		"localhost:8080", strings.TrimPrefix(s.gateway.URL(), "http://"),
+		"localhost:8888", colMetrics)
+
+	// 1. The rule, read from the repository.
+	wantIn(t, "step 1", sh.run(t), "alert: SDKSpansDropped", `otel_sdk_processor_span_processed_total{error_type!=""}`, "> 0.01", "for: 1m")
+
+	// 3. The burst: every order placed.
+	out := sh.run(t)
+	wantIn(t, "step 3", out, "placed: 200")
+	if n := len(regexp.MustCompile(`(?m)^[0-9a-f]{32}$`).FindAllString(out, -1)); n != 5 {
+		t.Errorf("step 3 printed %d trace IDs, want 5:\n%s", n, out)
+	}
+	waitUntil(t, patience, "fulfillment to settle every order of the burst", func() (bool, error) {
+		n, err := s.env.tryQueryInt(`SELECT count(*) FROM orders WHERE status = 'pending'`)
+		return n == 0, err
+	})
+
+	// 4. The expression's value, from what the collector forwards to Prometheus.
+	waitUntil(t, patience, "orders' dropped spans at the metrics backend", func() (bool, error) {
+		if dropped, processed := sdkDrops(col.backends); dropped["orders"] == 0 {
+			return false, fmt.Errorf("dropped %v of %v", dropped, processed)
+		}
+		return true, nil
+	})
+
+	// 5. The collector accepted spans, and refused none.
+	out = sh.run(t)
+	sh.finish(t)
+	counters := map[string]float64{}
+	for _, m := range metricLine.FindAllStringSubmatch(out, -1) {
+		var v float64
+		fmt.Sscan(m[2], &v)
+		counters[strings.TrimSuffix(m[1], "_total")] += v
+	}
+	if counters["otelcol_receiver_accepted_spans"] == 0 {
+		t.Errorf("step 5 printed\n%s\nwithout accepted spans", out)
+	}
+	if !strings.Contains(out, "otelcol_receiver_refused_spans") || counters["otelcol_receiver_refused_spans"] != 0 {
+		t.Errorf("step 5 printed\n%s\nwant otelcol_receiver_refused_spans at 0", out)
+	}
+
+	// Stopped, the services have flushed their spans and metrics; the
+	// marker arrives once the collector has decided every trace before it.
+	s.stop(t)
+	sendMarker(t, col.OTLPHTTP, markerTrace)
+	waitFor(t, patience, "the marker trace at the backend", func() bool { return len(col.backends.Trace(markerTrace)) > 0 })
+	dropped, processed := sdkDrops(col.backends)
+	t.Logf("spans dropped / processed by the SDK: %v / %v", dropped, processed)
+	for _, svc := range []string{"orders", "fulfillment"} {
+		if r := dropped[svc] / processed[svc]; !(r > 0.01) {
+			t.Errorf("%s dropped %v of %v spans (%.3f), want above the rule's 0.01", svc, dropped[svc], processed[svc], r)
+		}
+	}
+
+	// 6. Gaps: some traces whole, some not, spans whose parent is missing.
+	whole, partial, orphans := 0, 0, 0
+	for id, spans := range byTrace(col.backends.Spans()) {
+		if id == markerTrace || len(missing(spans)) == len(completeTrace) {
+			continue // not an order's: the relay's polls, the marker
+		}
+		ids := map[string]bool{}
+		for _, sp := range spans {
+			ids[sp.SpanID] = true
+		}
+		gap := len(missing(spans)) > 0
+		for _, sp := range spans {
+			if sp.ParentID != "" && !ids[sp.ParentID] {
+				orphans++
+				gap = true
+			}
+		}
+		if gap {
+			partial++
+		} else {
+			whole++
+		}
+	}
+	t.Logf("the orders' traces at the backend: %d whole, %d with gaps; %d spans under a parent that never arrived", whole, partial, orphans)
+	if whole == 0 || partial == 0 || orphans == 0 {
+		t.Errorf("want some whole traces, some with gaps, and spans whose parent is missing")
+	}
+	// The span metrics count only what arrived.
+	if n := calls(col.backends, "orders", "POST /orders"); n >= 200 {
+		t.Errorf("span metrics count %d of orders' POST /orders, want fewer than the 200 orders", n)
+	} else {
+		t.Logf("span metrics count %d of orders' POST /orders for 200 orders", n)
+	}
+}
+
+// latestSum sums the latest value of each series of metric that service
+// sent r (for a histogram, its count).
+func latestSum(r *receiver, metric, service string) float64 {
+	latest := map[string]float64{}
+	for _, p := range r.Points(metric) {
+		if p.Service == service {
+			latest[p.Instance+fmt.Sprint(p.Attrs)] = p.Value
+		}
+	}
+	total := 0.0
+	for _, v := range latest {
+		total += v
+	}
+	return total
+}
+
+var flagCount = regexp.MustCompile(`(?m)^\s*(\d+) (globex|acme) flags (0[01])$`)
+
+// TestLabSamplingLayers runs lab 23: head sampling at 0.1 with globex a
+// priority tenant, through the real collector keeping 10% at the tail.
+// Every globex order is sampled at the head, a few acme orders are; the
+// span metrics count exactly the orders the head kept, the services'
+// http.server.request.duration all of them; the tail passes on some of
+// globex's traces, not all.
+func TestLabSamplingLayers(t *testing.T) {
+	t.Parallel()
+	const name = "23-sampling-layers.md"
+	page, blocks := labPage(t, name)
+	pageSays(t, name, page, "OTEL_TRACES_SAMPLER_ARG=0.1 PRIORITY_TENANTS=globex TRACE_SAMPLING_PERCENTAGE=10 make up")
+	col := startCollector(t, map[string]string{
+		"TRACE_SAMPLING_PERCENTAGE": "10",
+		// Services built with the race detector, in a burst, are slower than
+		// the stack's: only a trace slower than this is kept for being slow.
+		"TRACE_SLOW_THRESHOLD_MS": "5000",
+	})
+	s := startStack(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP,
+		"OTEL_TRACES_SAMPLER":         "parentbased_traceidratio",
+		"OTEL_TRACES_SAMPLER_ARG":     "0.1",
+		"PRIORITY_TENANTS":            "globex",
+		"OTEL_BSP_MAX_QUEUE_SIZE":     "16384", // no span lost to a full queue (lab 22)
+	})
+	sh := newLabShell(t, name, blocks, "localhost:8080", strings.TrimPrefix(s.gateway.URL(), "http://"))
+
+	// 2. The flags of each tenant's traceresponse headers.
+	out := sh.run(t)
+	sh.finish(t)
+	flags := map[string]int{}
+	for _, m := range flagCount.FindAllStringSubmatch(out, -1) {
+		var n int
+		fmt.Sscan(m[1], &n)
+		flags[m[2]+" "+m[3]] = n
+	}
+	t.Logf("traceresponse flags by tenant: %v", flags)
+	if flags["globex 01"] != 100 || flags["globex 00"] != 0 {
+		t.Errorf("step 2 printed\n%s\nwant all 100 globex orders sampled", out)
+	}
+	acmeKept := flags["acme 01"]
+	if acmeKept+flags["acme 00"] != 100 || acmeKept < 1 || acmeKept > 30 {
+		t.Errorf("step 2 printed\n%s\nwant 100 acme orders, about 10 of them sampled", out)
+	}
+
+	// 3. The span metrics count what the head kept; the services' own
+	// request metric counts every request.
+	kept := 100 + acmeKept
+	waitUntil(t, patience, "the span metrics and the services' request metric", func() (bool, error) {
+		calls, requests := calls(col.backends, "gateway", "POST /api/orders"), latestSum(col.backends, "http.server.request.duration", "gateway")
+		if calls != kept || requests != 200 {
+			return false, fmt.Errorf("span metrics count %d of the gateway's POST /api/orders (want %d), http.server.request.duration %v (want 200)", calls, kept, requests)
+		}
+		return true, nil
+	})
+	t.Logf("span metrics: %d calls of the gateway's POST /api/orders for 200 orders; http.server.request.duration: 200", kept)
+
+	// 4. The tail passes on a share of the kept traces, globex's too.
+	s.stop(t)
+	sendMarker(t, col.OTLPHTTP, markerTrace)
+	waitFor(t, patience, "the marker trace at the backend", func() bool { return len(col.backends.Trace(markerTrace)) > 0 })
+	tenants := map[string]int{}
+	for _, sp := range col.backends.Spans() {
+		if sp.Service == "gateway" && sp.Kind == server && sp.Name == "POST /api/orders" {
+			tenants[sp.Attrs["tenant.id"]]++
+		}
+	}
+	t.Logf("gateway SERVER spans past the tail sampler, by tenant: %v", tenants)
+	if tenants["globex"] == 0 || tenants["globex"] >= 50 || tenants["acme"] > acmeKept {
+		t.Errorf("past the tail sampler: %v; want some of globex's 100 and at most %d of acme's", tenants, acmeKept)
+	}
 }
