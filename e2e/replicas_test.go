@@ -260,8 +260,8 @@ func newInstanceReceiver(t *testing.T) (*receiver, *instanceSpans) {
 // The spans that show whose work a message was: the relay's PRODUCER span
 // when it sends, the consumer's CONSUMER span when it applies.
 var (
-	relaySend    = "send " + orderevents.Exchange
-	consumerSpan = "process " + orderevents.Queue
+	relaySend    = "publish " + orderevents.Exchange + ":" + orderevents.RoutingKeyCreated
+	consumerSpan = "process " + orderevents.Exchange + ":" + orderevents.RoutingKeyCreated + ":" + orderevents.Queue
 )
 
 func TestReplicas(t *testing.T) {
