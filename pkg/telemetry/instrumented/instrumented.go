@@ -6,12 +6,14 @@ package instrumented
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ordertrace/ordertrace/pkg/telemetry"
 	"go.opentelemetry.io/otel/attribute"
@@ -152,7 +154,43 @@ func (t *pgTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pgx.T
 	if ctx.Value(untracedKey{}) != nil {
 		return
 	}
+	classify(ctx, data.Err)
 	t.Tracer.TraceQueryEnd(ctx, conn, data)
+}
+
+// TraceCopyFromEnd ends CopyFrom's span, its failure classified.
+func (t *pgTracer) TraceCopyFromEnd(ctx context.Context, conn *pgx.Conn, data pgx.TraceCopyFromEndData) {
+	classify(ctx, data.Err)
+	t.Tracer.TraceCopyFromEnd(ctx, conn, data)
+}
+
+// TracePrepareEnd ends the prepare span, its failure classified.
+func (t *pgTracer) TracePrepareEnd(ctx context.Context, conn *pgx.Conn, data pgx.TracePrepareEndData) {
+	classify(ctx, data.Err)
+	t.Tracer.TracePrepareEnd(ctx, conn, data)
+}
+
+// classify gives a failed statement's span what otelpgx leaves out and the
+// conventions require of a failed operation: error.type, and
+// db.response.status_code, both PostgreSQL's SQLSTATE ("40P01", "57014")
+// when the server answered; otherwise "timeout", "canceled" or _OTHER.
+// otelpgx records the exception and the status as the span ends.
+func classify(ctx context.Context, err error) {
+	span := trace.SpanFromContext(ctx)
+	if err == nil || errors.Is(err, pgx.ErrNoRows) || !span.IsRecording() {
+		return
+	}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr):
+		span.SetAttributes(semconv.DBResponseStatusCode(pgErr.Code), semconv.ErrorTypeKey.String(pgErr.Code))
+	case errors.Is(err, context.DeadlineExceeded):
+		span.SetAttributes(semconv.ErrorTypeKey.String("timeout"))
+	case errors.Is(err, context.Canceled):
+		span.SetAttributes(semconv.ErrorTypeKey.String("canceled"))
+	default:
+		span.SetAttributes(semconv.ErrorTypeOther)
+	}
 }
 
 // opensTransaction reports whether sql is what pgx sends to begin a

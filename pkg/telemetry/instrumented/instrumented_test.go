@@ -169,3 +169,30 @@ func recordingTelemetry() (*tracetest.SpanRecorder, *telemetry.Telemetry) {
 		MeterProvider:  metricnoop.NewMeterProvider(),
 	}
 }
+
+// TestFailedStatementSpans: a statement PostgreSQL refuses has its span
+// named by its summary, and carries the SQLSTATE as error.type and
+// db.response.status_code, as the conventions ask of a failed operation.
+func TestFailedStatementSpans(t *testing.T) {
+	rec, tel, pool := recordedPool(t, "", SQLOptions{})
+	defer pool.Close()
+	ctx, root := tel.TracerProvider.Tracer("t").Start(t.Context(), "work")
+	if _, err := pool.Exec(ctx, "SELECT 1 / 0 FROM pg_class LIMIT 1"); err == nil {
+		t.Fatal("division by zero succeeded")
+	}
+	root.End()
+	for _, s := range rec.Ended() {
+		if s.Name() != "SELECT pg_class" {
+			continue
+		}
+		got := map[string]string{}
+		for _, kv := range s.Attributes() {
+			got[string(kv.Key)] = kv.Value.String()
+		}
+		if got["error.type"] != "22012" || got["db.response.status_code"] != "22012" || got["db.query.summary"] != "SELECT pg_class" {
+			t.Errorf("failed statement's span: %v; want error.type and db.response.status_code 22012, db.query.summary SELECT pg_class", got)
+		}
+		return
+	}
+	t.Errorf("no span named SELECT pg_class among %d", len(rec.Ended()))
+}
