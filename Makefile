@@ -249,6 +249,13 @@ scenarios: ## list the workshop scenarios and which are on
 scenario-reset: ## switch every workshop scenario off
 	@go run ./pkg/scenario/cmd/scenario -file '$(SCENARIOS_FILE)' reset && echo "every scenario is off"
 
+# The answer reaches the grader through the environment (make exports
+# command-line variables), so its quotes and braces pass untouched.
+.PHONY: grade
+grade: ## grade your answer to an incident: make grade LAB=10 Q='<your query>' (TraceQL, LogQL, PromQL, a Jaeger search or trace IDs; BACKEND= to choose, SINCE=15m)
+	@mkdir -p bin && go build -o bin/grade ./pkg/scenario/cmd/grade
+	@bin/grade -lab "$$LAB" -q "$${Q:-$$QUERY}" -backend "$$BACKEND" -since "$${SINCE:-15m}"
+
 # make chaos: EVERY, HOLD, SCENARIOS, SEED and ROUNDS, each empty for its
 # default (docs/workshop/instructor-guide.md). Each switch is annotated on
 # the dashboards of the Grafana at GRAFANA_URL (GRAFANA_URL= for none), as

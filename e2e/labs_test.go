@@ -27,10 +27,12 @@ import (
 
 // labPages are the pages whose every ```sh block a TestLab test runs.
 var labPages = map[string]bool{
-	"20-sql-comments.md":    true,
-	"21-profiles.md":        true,
-	"22-dropped-spans.md":   true,
-	"23-sampling-layers.md": true,
+	"19-secure-telemetry.md": true,
+	"20-sql-comments.md":     true,
+	"21-profiles.md":         true,
+	"22-dropped-spans.md":    true,
+	"23-sampling-layers.md":  true,
+	"24-scale-out.md":        true,
 }
 
 var shBlock = regexp.MustCompile("(?s)```sh\n(.*?)```")
@@ -561,5 +563,184 @@ func TestLabSamplingLayers(t *testing.T) {
 	t.Logf("gateway SERVER spans past the tail sampler, by tenant: %v", tenants)
 	if tenants["globex"] == 0 || tenants["globex"] >= 50 || tenants["acme"] > acmeKept {
 		t.Errorf("past the tail sampler: %v; want some of globex's 100 and at most %d of acme's", tenants, acmeKept)
+	}
+}
+
+// secureMetrics is host:port of the secure collector's own metrics.
+func secureMetrics(t *testing.T, c *secureCollector) string {
+	t.Helper()
+	for _, kv := range c.cmd.Env {
+		if port, ok := strings.CutPrefix(kv, "COLLECTOR_METRICS_PORT="); ok {
+			return "127.0.0.1:" + port
+		}
+	}
+	t.Fatal("the secure collector was started without COLLECTOR_METRICS_PORT")
+	return ""
+}
+
+var status401 = regexp.MustCompile(`(?m)^http_server_request_duration_count\{[^}]*http_response_status_code="401"[^}]*\} ([0-9.e+]+)$`)
+
+// TestLabSecureTelemetry runs lab 19's exercise against the secure
+// collector (config.yaml with secure.yaml over it) and services exporting
+// to it as the secure profile's do: a second gateway, started from the
+// page with the gateway's certificate and a wrong credential, takes an
+// order; its SDK logs the 401, the collector's HTTP server counts it while
+// its receiver counts nothing refused, and the order's trace reaches the
+// backend without one span of the gateway. The page's commands run in a
+// directory laid out as the repository: bin/gateway the tests' build,
+// deploy/certs the test's certificates.
+func TestLabSecureTelemetry(t *testing.T) {
+	t.Parallel()
+	const name = "19-secure-telemetry.md"
+	page, blocks := labPage(t, name)
+	pageSays(t, name, page, "make certs\n   make up SECURE=1", "SECURE=1 make demo")
+	certs := makeCerts(t)
+	col := startSecureCollector(t, certs)
+	metrics := newTLSReceiver(t, filepath.Join(certs, "prometheus.crt"), filepath.Join(certs, "prometheus.key"))
+	s := startSecureStack(t, certs, metrics, true, func(service string) map[string]string {
+		return exportVars(certs, col.HTTP, service)
+	})
+	root := t.TempDir()
+	for _, dir := range []string{"bin", "deploy"} {
+		if err := os.Mkdir(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(binDir, "gateway"), filepath.Join(root, "bin/gateway")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(certs, filepath.Join(root, "deploy/certs")); err != nil {
+		t.Fatal(err)
+	}
+	impostor := freePort(t)
+	sh := newLabShellIn(t, root, name, blocks,
+		"localhost:4318", strings.TrimPrefix(col.HTTP, "https://"),
+		"localhost:8081", strings.TrimPrefix(s.orders.URL(), "http://"),
+		"localhost:8090", impostor,
+		"localhost:8888", secureMetrics(t, col))
+
+	// 4. The second gateway, with a wrong credential, until it is ready.
+	sh.run(t)
+	waitUntil(t, startTimeout, "the second gateway's /readyz", func() (bool, error) {
+		err := healthy("http://" + impostor + "/readyz")
+		return err == nil, err
+	})
+
+	// 5. An order through it: taken.
+	out := sh.run(t)
+	wantIn(t, "step 5", out, `"status":"pending"`)
+	m := traceIDField.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("step 5 printed no trace_id:\n%s", out)
+	}
+	traceID := m[1]
+	logFile := filepath.Join(root, "bin/gateway-8090.log")
+	waitUntil(t, patience, "the second gateway's SDK logging the refused export", func() (bool, error) {
+		raw, err := os.ReadFile(logFile)
+		return strings.Contains(string(raw), "traces export"), err
+	})
+	waitFor(t, patience, "orders' SERVER span of the order at the backend", func() bool {
+		for _, sp := range col.backends.Trace(traceID) {
+			if sp.Service == "orders" && sp.Kind == server {
+				return true
+			}
+		}
+		return false
+	})
+
+	// 6. The service's own log line.
+	out = sh.run(t)
+	wantIn(t, "step 6", out, `"msg":"opentelemetry sdk"`, `"level":"WARN"`, "traces export: failed to send to https://"+strings.TrimPrefix(col.HTTP, "https://")+"/v1/traces: 401 Unauthorized", "invalid credentials")
+
+	// 7. The collector's counters: 401 answers, nothing refused.
+	out = sh.run(t)
+	counters := map[string]float64{}
+	for _, m := range metricLine.FindAllStringSubmatch(out, -1) {
+		var v float64
+		fmt.Sscan(m[2], &v)
+		counters[strings.TrimSuffix(m[1], "_total")] += v
+	}
+	if counters["otelcol_receiver_accepted_spans"] == 0 {
+		t.Errorf("step 7 printed\n%s\nwithout accepted spans", out)
+	}
+	if !strings.Contains(out, "otelcol_receiver_refused_spans") || counters["otelcol_receiver_refused_spans"] != 0 {
+		t.Errorf("step 7 printed\n%s\nwant otelcol_receiver_refused_spans at 0", out)
+	}
+	refused := 0.0
+	for _, m := range status401.FindAllStringSubmatch(out, -1) {
+		var v float64
+		fmt.Sscan(m[1], &v)
+		refused += v
+	}
+	if refused == 0 {
+		t.Errorf("step 7 printed\n%s\nwithout a count of 401 answers", out)
+	}
+	t.Logf("the collector: %v accepted spans, %v refused; %v answers 401", counters["otelcol_receiver_accepted_spans"], counters["otelcol_receiver_refused_spans"], refused)
+
+	// 9. The second gateway stopped: it flushes what it can, refused again.
+	sh.run(t)
+	sh.finish(t)
+
+	// 8. Stopped in turn, the services and the collector have delivered
+	// everything: the trace has orders' and fulfillment's spans, none of the
+	// gateway's, and orders' SERVER span's parent is missing.
+	s.stop(t)
+	col.stop(t)
+	spans := col.backends.Trace(traceID)
+	ids := map[string]bool{}
+	services := map[string]int{}
+	for _, sp := range spans {
+		ids[sp.SpanID] = true
+		services[sp.Service]++
+	}
+	t.Logf("the order's trace at the backend, spans by service: %v", services)
+	if services["gateway"] > 0 || services["orders"] == 0 || services["fulfillment"] == 0 {
+		t.Errorf("the order's trace at the backend:\n%s\nwant orders' and fulfillment's spans, none of the gateway's", tree(spans))
+	}
+	ordersServer := find(t, spans, "orders", server, "POST /orders")
+	if ordersServer.ParentID == "" || ids[ordersServer.ParentID] {
+		t.Errorf("orders' POST /orders has parent %q, want one that is not in the trace", ordersServer.ParentID)
+	}
+}
+
+// TestLabScaleOut runs lab 24 from the repository's root: the chart's files
+// it reads print the agent tier's trace-ID load balancer on the gateway
+// tier's headless Service, traces alone routed through it, the gateway
+// tier's tail sampler with its span metrics before it, and the chart's
+// values for the tier.
+func TestLabScaleOut(t *testing.T) {
+	t.Parallel()
+	const name = "24-scale-out.md"
+	_, blocks := labPage(t, name)
+	sh := newLabShellIn(t, "..", name, blocks)
+
+	// 1. The agent's traces exporter.
+	wantIn(t, "step 1", sh.run(t), "routing_key: traceID", "protocol:\n      otlp:", "k8s:\n        service: ${env:COLLECTOR_GATEWAY_HEADLESS}", "ports: [4317]")
+
+	// 2. Only traces go through the load balancer.
+	out := sh.run(t)
+	if n := strings.Count(out, "exporters: [loadbalancing]"); n != 1 {
+		t.Errorf("step 2 printed\n%s\nwant exactly one pipeline exporting to loadbalancing", out)
+	}
+	wantIn(t, "step 2", out, "traces:\n      receivers: [otlp]\n      processors: [memory_limiter, resource/node, batch]\n      exporters: [loadbalancing]",
+		"metrics:", "logs:", "exporters: [otlp_grpc/gateway]")
+
+	// 3. The gateway tier's sampler, and span metrics before it.
+	wantIn(t, "step 3", sh.run(t), "decision_wait: ${env:TRACE_DECISION_WAIT:-5s}", "name: errors", "name: slow", "name: share",
+		"threshold_ms: ${env:TRACE_SLOW_THRESHOLD_MS:-500}", "sampling_percentage: ${env:TRACE_SAMPLING_PERCENTAGE:-100}",
+		"traces/in:", "exporters: [span_metrics, forward]")
+
+	// 4. The chart's values for the tier.
+	wantIn(t, "step 4", sh.run(t), "replicas: 2", "enabled: false", "traceDecisionWait: 5s", "traceSamplingPercentage: 100")
+	sh.finish(t)
+
+	// The answer's claim on the span metrics: the pod's name labels each
+	// collector's series.
+	raw, err := os.ReadFile("../deploy/chart/ordertrace/files/collector-gateway-k8s.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "collector.instance.id: ${env:POD_NAME}") {
+		t.Errorf("collector-gateway-k8s.yaml no longer sets collector.instance.id to the pod's name, which lab 24's answer says")
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ordertrace/ordertrace/pkg/orderevents"
 	"github.com/ordertrace/ordertrace/pkg/scenario"
+	"github.com/ordertrace/ordertrace/pkg/scenario/signature"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -86,11 +87,38 @@ func (s *stack) orderTrace(t *testing.T, header map[string]string) (int, placed,
 	return status, p, spans
 }
 
+// sigTrace turns received spans into the neutral trace that the incidents'
+// signatures read (pkg/scenario/signature): the one definition of each
+// signature, shared with the grader of make grade.
+func sigTrace(spans []span) signature.Trace {
+	out := make(signature.Trace, 0, len(spans))
+	for _, s := range spans {
+		out = append(out, signature.Span{
+			TraceID: s.TraceID, SpanID: s.SpanID, ParentID: s.ParentID,
+			Service: s.Service, Name: s.Name, Kind: signature.Kind(strings.ToLower(strings.TrimPrefix(s.Kind.String(), "SPAN_KIND_"))),
+			Error: s.Status == statusError, Attrs: s.Attrs,
+			Start: time.Unix(0, int64(s.Start)), End: time.Unix(0, int64(s.End)),
+		})
+	}
+	return out
+}
+
+// incident returns the signature of an incident's lab.
+func incident(t *testing.T, lab int) signature.Signature {
+	t.Helper()
+	sig, ok := signature.For(lab)
+	if !ok {
+		t.Fatalf("no signature for lab %d", lab)
+	}
+	return sig
+}
+
 // Payment failures: a share of order.charge_payment spans is ERROR, and the
 // orders are answered 402.
 func TestScenarioPaymentFailures(t *testing.T) {
 	t.Parallel()
 	s, switchTo := scenarioStack(t, nil)
+	sig := incident(t, 10)
 	share := func() (failed, all int) {
 		for range 30 {
 			status, _, spans := s.orderTrace(t, nil)
@@ -106,6 +134,9 @@ func TestScenarioPaymentFailures(t *testing.T) {
 				if got := charge[0].Attrs["error.type"]; got != "payment_declined" {
 					t.Errorf("a declined charge's error.type = %q, want payment_declined", got)
 				}
+			}
+			if matched, declined := sig.Match(sigTrace(spans)), charge[0].Status == statusError; matched != declined {
+				t.Errorf("incident 10's signature matched %v a trace whose charge is ERROR %v; want both or neither", matched, declined)
 			}
 			all++
 		}
@@ -128,20 +159,26 @@ func TestScenarioPaymentFailures(t *testing.T) {
 func TestScenarioSlowInventory(t *testing.T) {
 	t.Parallel()
 	s, switchTo := scenarioStack(t, nil)
-	inventory := func(tenant string) span {
+	sig := incident(t, 11)
+	if signature.SlowTenant() != "globex" {
+		t.Fatalf("the slow tenant is %q, want globex (the lab names it)", signature.SlowTenant())
+	}
+	// inventory returns the order's inventory check, and whether its trace
+	// matches incident 11's signature.
+	inventory := func(tenant string) (span, bool) {
 		status, _, spans := s.orderTrace(t, map[string]string{"X-Tenant-ID": tenant})
 		if status != http.StatusCreated {
 			t.Fatalf("order of %s: %d", tenant, status)
 		}
-		return find(t, spans, "orders", internal, "order.validate_inventory")
+		return find(t, spans, "orders", internal, "order.validate_inventory"), sig.Match(sigTrace(spans))
 	}
 	switchTo(scenario.SlowInventory, true)
 	for range 3 {
-		if d := inventory("globex").Duration(); d < 550*time.Millisecond {
-			t.Errorf("scenario on: globex's order.validate_inventory took %v, want about 600 ms", d)
+		if sp, matched := inventory("globex"); sp.Duration() < signature.SlowInventoryAtLeast || !matched {
+			t.Errorf("scenario on: globex's order.validate_inventory took %v (signature matched: %v), want about 600 ms and a match", sp.Duration(), matched)
 		}
-		if d := inventory("acme").Duration(); d > 300*time.Millisecond {
-			t.Errorf("scenario on: acme's order.validate_inventory took %v, want it fast", d)
+		if sp, matched := inventory("acme"); sp.Duration() > 300*time.Millisecond || matched {
+			t.Errorf("scenario on: acme's order.validate_inventory took %v (signature matched: %v), want it fast and no match", sp.Duration(), matched)
 		}
 	}
 	status, _, spans := s.orderTrace(t, map[string]string{"X-Tenant-ID": "globex"})
@@ -149,8 +186,8 @@ func TestScenarioSlowInventory(t *testing.T) {
 		t.Errorf("globex's order.process: status %d tenant.id %q; want the tenant on the span", status, process.Attrs["tenant.id"])
 	}
 	switchTo(scenario.SlowInventory, false)
-	if d := inventory("globex").Duration(); d > 300*time.Millisecond {
-		t.Errorf("scenario off: globex's order.validate_inventory took %v, want it fast", d)
+	if sp, matched := inventory("globex"); sp.Duration() > 300*time.Millisecond || matched {
+		t.Errorf("scenario off: globex's order.validate_inventory took %v (signature matched: %v), want it fast and no match", sp.Duration(), matched)
 	}
 }
 
@@ -159,26 +196,21 @@ func TestScenarioSlowInventory(t *testing.T) {
 func TestScenarioPricingNPlusOne(t *testing.T) {
 	t.Parallel()
 	s, switchTo := scenarioStack(t, nil)
-	queries := func() int {
+	sig := incident(t, 12)
+	queries := func() (int, bool) {
 		_, _, spans := s.orderTrace(t, nil)
-		pricing := find(t, spans, "orders", internal, "order.calculate_pricing")
-		n := 0
-		for _, c := range childrenOf(spans, pricing) {
-			if c.Attrs["db.system.name"] == "postgresql" && c.Name == "SELECT products" {
-				n++
-			}
-		}
-		return n
+		find(t, spans, "orders", internal, "order.calculate_pricing")
+		return signature.PricingQueries(sigTrace(spans)), sig.Match(sigTrace(spans))
 	}
 	switchTo(scenario.PricingNPlusOne, true)
 	products := s.env.queryInt(t, "SELECT count(*) FROM products")
-	if n := queries(); n != products+1 {
-		t.Errorf("scenario on: %d SELECT products spans under order.calculate_pricing, want %d (the list, then each of %d products)", n, products+1, products)
+	if n, matched := queries(); n != products+1 || !matched {
+		t.Errorf("scenario on: %d SELECT products spans under order.calculate_pricing (signature matched: %v), want %d (the list, then each of %d products) and a match", n, matched, products+1, products)
 	}
 	switchTo(scenario.PricingNPlusOne, false)
 	queries() // the price cache may be cold
-	if n := queries(); n > 1 {
-		t.Errorf("scenario off: %d SELECT products spans under order.calculate_pricing, want at most 1", n)
+	if n, matched := queries(); n > 1 || matched {
+		t.Errorf("scenario off: %d SELECT products spans under order.calculate_pricing (signature matched: %v), want at most 1 and no match", n, matched)
 	}
 }
 
@@ -187,32 +219,25 @@ func TestScenarioPricingNPlusOne(t *testing.T) {
 func TestScenarioCacheBypass(t *testing.T) {
 	t.Parallel()
 	s, switchTo := scenarioStack(t, nil)
-	lookups := func() (redisSpans, selects int, hits string) {
+	sig := incident(t, 13)
+	lookups := func() (redisSpans, selects int, hits string, matched bool) {
 		_, _, spans := s.orderTrace(t, nil)
 		for _, name := range []string{"order.validate_inventory", "order.calculate_pricing"} {
-			step := find(t, spans, "orders", internal, name)
-			hits += step.Attrs["cache.hits"]
-			for _, c := range childrenOf(spans, step) {
-				switch {
-				case c.Name == "MGET":
-					redisSpans++
-				case c.Attrs["db.system.name"] == "postgresql":
-					selects++
-				}
-			}
+			find(t, spans, "orders", internal, name)
 		}
-		return
+		redisSpans, selects, hits, _ = signature.Lookups(sigTrace(spans))
+		return redisSpans, selects, hits, sig.Match(sigTrace(spans))
 	}
 	switchTo(scenario.CacheBypass, true)
 	for range 3 {
-		if r, q, hits := lookups(); r != 0 || q != 2 || hits != "00" {
-			t.Errorf("scenario on: %d Redis spans, %d SQL spans, cache.hits %s; want 0, 2 and 0 for both lookups", r, q, hits)
+		if r, q, hits, matched := lookups(); r != 0 || q != 2 || hits != "00" || !matched {
+			t.Errorf("scenario on: %d Redis spans, %d SQL spans, cache.hits %s, signature matched %v; want 0, 2 and 0 for both lookups, and a match", r, q, hits, matched)
 		}
 	}
 	switchTo(scenario.CacheBypass, false)
 	lookups() // warms the cache
-	if r, q, hits := lookups(); r != 2 || q != 0 || hits != "22" {
-		t.Errorf("scenario off: %d Redis spans, %d SQL spans, cache.hits %s; want 2, 0 and 2 for both lookups", r, q, hits)
+	if r, q, hits, matched := lookups(); r != 2 || q != 0 || hits != "22" || matched {
+		t.Errorf("scenario off: %d Redis spans, %d SQL spans, cache.hits %s, signature matched %v; want 2, 0 and 2 for both lookups, and no match", r, q, hits, matched)
 	}
 }
 
@@ -221,17 +246,20 @@ func TestScenarioCacheBypass(t *testing.T) {
 func TestScenarioOrderLock(t *testing.T) {
 	t.Parallel()
 	s, switchTo := scenarioStack(t, map[string]string{"PAYMENT_LATENCY": "100ms"})
+	var traces []signature.Trace // of the last six orders
 	charges := func() []span {
 		var (
 			mu  sync.Mutex
 			out []span
 			wg  sync.WaitGroup
 		)
+		traces = nil
 		for range 6 {
 			wg.Go(func() {
 				_, _, spans := s.orderTrace(t, nil)
 				mu.Lock()
 				out = append(out, named(spans, "orders", "order.charge_payment")...)
+				traces = append(traces, sigTrace(spans))
 				mu.Unlock()
 			})
 		}
@@ -272,6 +300,9 @@ func TestScenarioOrderLock(t *testing.T) {
 	if waited == 0 {
 		t.Errorf("scenario on: no charge span overlaps the one before (durations %v); want orders waiting for the lock", durations(staircase))
 	}
+	if n := len(incident(t, 14).Matching(traces)); n == 0 {
+		t.Errorf("scenario on: incident 14's signature matches none of the six orders (durations %v); want the ones that waited", durations(staircase))
+	}
 	switchTo(scenario.OrderLock, false)
 	if d := durations(charges()); d[len(d)-1] > 300*time.Millisecond {
 		t.Errorf("scenario off: charge spans took %v; want every one about 100 ms", d)
@@ -283,7 +314,8 @@ func TestScenarioOrderLock(t *testing.T) {
 func TestScenarioSlowFulfillment(t *testing.T) {
 	t.Parallel()
 	s, switchTo := scenarioStack(t, nil)
-	burst := func() (maxDepth int, lag time.Duration) {
+	sig := incident(t, 15)
+	burst := func() (maxDepth int, lag time.Duration, matched bool) {
 		// 48 orders, 8 at a time: faster than 4 workers at 300 ms each.
 		var (
 			mu   sync.Mutex
@@ -307,14 +339,18 @@ func TestScenarioSlowFulfillment(t *testing.T) {
 		}
 		wg.Wait()
 		spans := waitTrace(t, s.otlp, last, spanKey{"orders", producer, "create orders:order.created"}, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"})
-		publish := find(t, spans, "orders", producer, "create orders:order.created")
-		consume := find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
-		return maxDepth, time.Duration(consume.Start - publish.End)
+		find(t, spans, "orders", producer, "create orders:order.created")
+		find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
+		lag, _ = signature.QueueLag(sigTrace(spans))
+		return maxDepth, lag, sig.Match(sigTrace(spans))
 	}
 	switchTo(scenario.SlowFulfillment, true)
-	depth, slowLag := burst()
+	depth, slowLag, matched := burst()
 	if slowLag < time.Second {
 		t.Errorf("scenario on: the last of 48 orders reached fulfillment %v after it was published (queue depth up to %d); want over 1 s", slowLag, depth)
+	}
+	if !matched {
+		t.Errorf("scenario on: incident 15's signature does not match the last order's trace; want its CONSUMER span %v or more outside any child", signature.SlowFulfillmentAtLeast)
 	}
 	waitUntil(t, patience, "the queue to drain", func() (bool, error) {
 		depth, err := s.env.tryQueueDepth(orderevents.Queue)
@@ -323,8 +359,8 @@ func TestScenarioSlowFulfillment(t *testing.T) {
 	switchTo(scenario.SlowFulfillment, false)
 	// Off, the queue does not build up: the lag is the hop through the relay
 	// and the broker, which a busy machine stretches, but not to seconds.
-	if _, lag := burst(); lag > slowLag/3 {
-		t.Errorf("scenario off: the last order reached fulfillment %v after it was published (%v with the scenario on); want a fraction of that", lag, slowLag)
+	if _, lag, matched := burst(); lag > slowLag/3 || matched {
+		t.Errorf("scenario off: the last order reached fulfillment %v after it was published (%v with the scenario on), signature matched %v; want a fraction of that, and no match", lag, slowLag, matched)
 	}
 }
 
@@ -385,18 +421,22 @@ func TestScenarioPoisonMessages(t *testing.T) {
 		if status := s.env.queryInt(t, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'pending'", orderID); status != 1 {
 			t.Errorf("order %s of a dead letter is not pending", orderID)
 		}
-		consume := find(t, waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"}),
-			"fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
-		if consume.Status != statusError || consume.Attrs["fulfillment.dead_lettered"] != "true" {
-			t.Errorf("poisoned order's CONSUMER span: status %v attrs %v; want ERROR and dead_lettered", consume.Status, consume.Attrs)
+		spans := waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"})
+		consume := find(t, spans, "fulfillment", consumer, "process orders:order.created:fulfillment.order-created")
+		if consume.Status != statusError || consume.Attrs["fulfillment.dead_lettered"] != "true" || !incident(t, 16).Match(sigTrace(spans)) {
+			t.Errorf("poisoned order's CONSUMER span: status %v attrs %v; want ERROR, dead_lettered and error.type invalid_message (incident 16's signature)", consume.Status, consume.Attrs)
 		}
 	}
 	t.Logf("%d of %d orders dead-lettered", len(dead), len(orders))
 
 	switchTo(scenario.PoisonMessages, false)
-	for _, orderID := range place(10) {
+	for traceID, orderID := range place(10) {
 		if got := s.waitStatus(t, orderID); got != "fulfilled" {
 			t.Errorf("scenario off: order %s is %s, want fulfilled", orderID, got)
+		}
+		spans := waitTrace(t, s.otlp, traceID, spanKey{"fulfillment", consumer, "process orders:order.created:fulfillment.order-created"})
+		if incident(t, 16).Match(sigTrace(spans)) {
+			t.Errorf("scenario off: order %s matches incident 16's signature", orderID)
 		}
 	}
 	if n := s.env.queueDepth(t, orderevents.DeadLetterQueue); n != 0 {
@@ -431,9 +471,13 @@ func TestScenarioPaymentTimeouts(t *testing.T) {
 	if process := find(t, spans, "orders", internal, "order.process"); process.Attrs["error.type"] != "timeout" {
 		t.Errorf("order.process error.type = %q, want timeout (every failed operation says its class)", process.Attrs["error.type"])
 	}
+	sig := incident(t, 17)
+	if n := signature.TimedOutAttempts(sigTrace(spans)); n != signature.PaymentAttempts || !sig.Match(sigTrace(spans)) {
+		t.Errorf("scenario on: %d timed-out attempts, signature matched %v; want %d and a match", n, sig.Match(sigTrace(spans)), signature.PaymentAttempts)
+	}
 	switchTo(scenario.PaymentTimeouts, false)
-	if status, _, spans := s.orderTrace(t, nil); status != http.StatusCreated || len(named(spans, "orders", "order.charge_payment")) != 1 {
-		t.Errorf("scenario off: %d with %d charge attempts; want 201 after one", status, len(named(spans, "orders", "order.charge_payment")))
+	if status, _, spans := s.orderTrace(t, nil); status != http.StatusCreated || len(named(spans, "orders", "order.charge_payment")) != 1 || sig.Match(sigTrace(spans)) {
+		t.Errorf("scenario off: %d with %d charge attempts, signature matched %v; want 201 after one, and no match", status, len(named(spans, "orders", "order.charge_payment")), sig.Match(sigTrace(spans)))
 	}
 }
 
@@ -450,8 +494,16 @@ func TestScenarioSpanNamePerOrder(t *testing.T) {
 		s, switchTo := scenarioStack(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": col.OTLPHTTP})
 		switchTo(scenario.SpanNamePerOrder, true)
 		for range 3 {
-			if status, _, _ := s.placeOrder(t, scenarioOrder, nil); status != http.StatusCreated {
+			status, h, _ := s.placeOrder(t, scenarioOrder, nil)
+			if status != http.StatusCreated {
 				t.Fatalf("order: %d", status)
+			}
+			if repair == "false" {
+				// Its trace carries the span named after the order: incident 18's signature.
+				traceID := traceIDFromHeader(t, h)
+				waitFor(t, patience, "a trace matching incident 18's signature", func() bool {
+					return incident(t, 18).Match(sigTrace(col.backends.Trace(traceID)))
+				})
 			}
 		}
 		names := map[string]bool{}
@@ -483,8 +535,8 @@ func TestScenarioSpanNamePerOrder(t *testing.T) {
 	waitFor(t, patience, "order.process of the order after the switch", func() bool {
 		return len(named(col.backends.Trace(traceID), "orders", "order.process")) == 1
 	})
-	if status != http.StatusCreated {
-		t.Errorf("scenario off: %d", status)
+	if status != http.StatusCreated || incident(t, 18).Match(sigTrace(col.backends.Trace(traceID))) {
+		t.Errorf("scenario off: %d, signature matched %v; want 201 and no match", status, incident(t, 18).Match(sigTrace(col.backends.Trace(traceID))))
 	}
 
 	repaired, _, _, _ := seriesOf("true")
