@@ -415,18 +415,7 @@ func TestLabDroppedSpans(t *testing.T) {
 	// 5. The collector accepted spans, and refused none.
 	out = sh.run(t)
 	sh.finish(t)
-	counters := map[string]float64{}
-	for _, m := range metricLine.FindAllStringSubmatch(out, -1) {
-		var v float64
-		fmt.Sscan(m[2], &v)
-		counters[strings.TrimSuffix(m[1], "_total")] += v
-	}
-	if counters["otelcol_receiver_accepted_spans"] == 0 {
-		t.Errorf("step 5 printed\n%s\nwithout accepted spans", out)
-	}
-	if !strings.Contains(out, "otelcol_receiver_refused_spans") || counters["otelcol_receiver_refused_spans"] != 0 {
-		t.Errorf("step 5 printed\n%s\nwant otelcol_receiver_refused_spans at 0", out)
-	}
+	wantSpansAccepted(t, "step 5", out)
 
 	// Stopped, the services have flushed their spans and metrics; the
 	// marker arrives once the collector has decided every trace before it.
@@ -654,18 +643,7 @@ func TestLabSecureTelemetry(t *testing.T) {
 
 	// 7. The collector's counters: 401 answers, nothing refused.
 	out = sh.run(t)
-	counters := map[string]float64{}
-	for _, m := range metricLine.FindAllStringSubmatch(out, -1) {
-		var v float64
-		fmt.Sscan(m[2], &v)
-		counters[strings.TrimSuffix(m[1], "_total")] += v
-	}
-	if counters["otelcol_receiver_accepted_spans"] == 0 {
-		t.Errorf("step 7 printed\n%s\nwithout accepted spans", out)
-	}
-	if !strings.Contains(out, "otelcol_receiver_refused_spans") || counters["otelcol_receiver_refused_spans"] != 0 {
-		t.Errorf("step 7 printed\n%s\nwant otelcol_receiver_refused_spans at 0", out)
-	}
+	counters := wantSpansAccepted(t, "step 7", out)
 	refused := 0.0
 	for _, m := range status401.FindAllStringSubmatch(out, -1) {
 		var v float64
@@ -743,4 +721,24 @@ func TestLabScaleOut(t *testing.T) {
 	if !strings.Contains(string(raw), "collector.instance.id: ${env:POD_NAME}") {
 		t.Errorf("collector-gateway-k8s.yaml no longer sets collector.instance.id to the pod's name, which lab 24's answer says")
 	}
+}
+
+// wantSpansAccepted reads the collector's counters from a scrape of its own
+// metrics (step names the page's step), wants spans accepted and none
+// refused, and returns the counters, each summed over its labels.
+func wantSpansAccepted(t *testing.T, step, out string) map[string]float64 {
+	t.Helper()
+	counters := map[string]float64{}
+	for _, m := range metricLine.FindAllStringSubmatch(out, -1) {
+		var v float64
+		fmt.Sscan(m[2], &v)
+		counters[strings.TrimSuffix(m[1], "_total")] += v
+	}
+	if counters["otelcol_receiver_accepted_spans"] == 0 {
+		t.Errorf("%s printed\n%s\nwithout accepted spans", step, out)
+	}
+	if !strings.Contains(out, "otelcol_receiver_refused_spans") || counters["otelcol_receiver_refused_spans"] != 0 {
+		t.Errorf("%s printed\n%s\nwant otelcol_receiver_refused_spans at 0", step, out)
+	}
+	return counters
 }
