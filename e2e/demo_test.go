@@ -466,32 +466,12 @@ func browser(t *testing.T) context.Context {
 // jaegerTrace asks Jaeger's query API for a trace: its span count and
 // services (none yet: 0 and no error).
 func jaegerTrace(traceID string) (int, map[string]bool, error) {
-	resp, err := testClient.Get(demoJaeger + "/api/traces/" + traceID)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return 0, nil, nil
-	}
-	var body struct {
-		Data []struct {
-			Spans []struct {
-				ProcessID string `json:"processID"`
-			} `json:"spans"`
-			Processes map[string]struct {
-				ServiceName string `json:"serviceName"`
-			} `json:"processes"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data) == 0 {
-		return 0, nil, err
-	}
+	spans, err := jaegerSpans(demoJaeger, traceID)
 	services := map[string]bool{}
-	for _, s := range body.Data[0].Spans {
-		services[body.Data[0].Processes[s.ProcessID].ServiceName] = true
+	for _, s := range spans {
+		services[s.service] = true
 	}
-	return len(body.Data[0].Spans), services, nil
+	return len(spans), services, err
 }
 
 // scenarioSwitches switches payment-failures on with make scenario, as a

@@ -8,7 +8,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -64,31 +63,13 @@ func startJaeger(t *testing.T) (otlp, query string) {
 // jaegerHolds reports whether Jaeger has the trace with a span of each
 // service and name of want.
 func jaegerHolds(query, traceID string, want ...spanKey) (bool, error) {
-	resp, err := testClient.Get(query + "/api/traces/" + traceID)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return false, nil
-	}
-	var body struct {
-		Data []struct {
-			Spans []struct {
-				OperationName string `json:"operationName"`
-				ProcessID     string `json:"processID"`
-			} `json:"spans"`
-			Processes map[string]struct {
-				ServiceName string `json:"serviceName"`
-			} `json:"processes"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data) == 0 {
+	spans, err := jaegerSpans(query, traceID)
+	if err != nil || spans == nil {
 		return false, err
 	}
 	have := map[string]bool{}
-	for _, s := range body.Data[0].Spans {
-		have[body.Data[0].Processes[s.ProcessID].ServiceName+" "+s.OperationName] = true
+	for _, s := range spans {
+		have[s.service+" "+s.name] = true
 	}
 	for _, k := range want {
 		if !have[k.service+" "+k.name] {

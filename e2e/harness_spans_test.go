@@ -9,6 +9,8 @@ package e2e
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -133,4 +135,37 @@ func randomHex(bytes int) string {
 	b := make([]byte, bytes)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// jaegerSpans reads one trace from Jaeger's query API (query: its base URL)
+// as the service and name of each span; nil, without error, while Jaeger
+// does not hold it yet.
+func jaegerSpans(query, traceID string) ([]spanKey, error) {
+	resp, err := testClient.Get(query + "/api/traces/" + traceID)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, nil
+	}
+	var body struct {
+		Data []struct {
+			Spans []struct {
+				OperationName string `json:"operationName"`
+				ProcessID     string `json:"processID"`
+			} `json:"spans"`
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data) == 0 {
+		return nil, err
+	}
+	spans := make([]spanKey, len(body.Data[0].Spans))
+	for i, s := range body.Data[0].Spans {
+		spans[i] = spanKey{service: body.Data[0].Processes[s.ProcessID].ServiceName, name: s.OperationName}
+	}
+	return spans, nil
 }
