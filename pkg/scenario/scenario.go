@@ -21,7 +21,8 @@ import (
 const (
 	// PaymentFailures: the payment provider declines this share of charges.
 	PaymentFailures = "payment-failures"
-	// SlowInventory: the inventory check of this tenant (X-Tenant-ID) is slow.
+	// SlowInventory: the inventory check of this tenant (X-Tenant-ID) takes
+	// SlowInventoryDelay.
 	SlowInventory = "slow-inventory"
 	// PricingNPlusOne: pricing reads the catalogue one product at a time.
 	PricingNPlusOne = "pricing-n-plus-one"
@@ -43,6 +44,10 @@ const (
 	// PropagationOff: the relay publishes without trace headers.
 	PropagationOff = "propagation-off"
 )
+
+// SlowInventoryDelay is how long the slow-inventory tenant's inventory check
+// takes: orders waits it, the incident's signature looks for it.
+const SlowInventoryDelay = 600 * time.Millisecond
 
 // Defaults is the scenarios file with every scenario off: the contents of
 // deploy/scenarios/defaults.json (tracked). The live file the services watch,

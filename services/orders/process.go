@@ -113,10 +113,6 @@ func (s *Service) PlaceOrder(ctx context.Context, req PlaceOrderRequest, idem *I
 	return order, nil
 }
 
-// slowInventoryDelay is how long the inventory check of the slow-inventory
-// scenario's tenant takes.
-const slowInventoryDelay = 600 * time.Millisecond
-
 // validateInventory checks that every SKU exists and has the stock asked for.
 func (s *Service) validateInventory(ctx context.Context, items []RequestItem, skus []string) (err error) {
 	ctx, span := s.tracer.Start(ctx, "order.validate_inventory")
@@ -127,7 +123,7 @@ func (s *Service) validateInventory(ctx context.Context, items []RequestItem, sk
 	if slow := s.flags.Text(ctx, scenario.SlowInventory); slow != "" && slow == baggage.FromContext(ctx).Member("tenant.id").Value() {
 		// Workshop scenario: this tenant's warehouse answers slowly.
 		select {
-		case <-time.After(slowInventoryDelay):
+		case <-time.After(scenario.SlowInventoryDelay):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

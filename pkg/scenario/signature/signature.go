@@ -269,8 +269,8 @@ func DeclinedCharge(s Span) bool {
 }
 
 // SlowInventoryAtLeast is how long a slow tenant's inventory check takes at
-// least (the scenario waits 600 ms; a span's clock reads a little less at worst).
-const SlowInventoryAtLeast = 550 * time.Millisecond
+// least: the scenario's delay, less what a span's clock may read short.
+const SlowInventoryAtLeast = scenario.SlowInventoryDelay - 50*time.Millisecond
 
 // SlowTenant is the tenant whose inventory check slow-inventory slows down.
 func SlowTenant() string {
